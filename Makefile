@@ -1,0 +1,53 @@
+# egresswatch build, test and benchmark entry points. `make test` is what CI
+# runs: it installs what the tests need, then lints and runs every test.
+
+GO        ?= go
+BIN       ?= bin/egresswatch
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT    ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+GOBIN     ?= $(shell $(GO) env GOPATH)/bin
+LINT      := $(GOBIN)/golangci-lint
+LINT_VERSION := v2.15.0
+FUZZTIME  ?= 30s
+PCAPS     ?= ../shared/data/pcaps
+
+export CGO_ENABLED = 0
+
+.PHONY: all build test unit lint setup bench fuzz static-check clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/egresswatch
+
+# The whole suite, as CI runs it.
+test: setup lint static-check unit
+
+setup:
+	bash scripts/setup.sh
+
+unit:
+	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 20m ./...
+
+lint: $(LINT)
+	$(GO) vet ./...
+	$(LINT) run ./...
+
+$(LINT):
+	$(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(LINT_VERSION)
+
+# The binary must be static: no cgo, no dynamic loader.
+static-check: build
+	@if file $(BIN) | grep -q 'dynamically linked'; then echo "$(BIN) is not static"; exit 1; fi
+	@echo "$(BIN): static"
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./capture ./flow ./baseline ./detect ./engine | tee bench.txt
+	bash scripts/bench-replay.sh
+
+fuzz:
+	bash scripts/fuzz.sh $(FUZZTIME)
+
+clean:
+	rm -rf bin bench.txt

@@ -1,0 +1,241 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/user"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/egresswatch/egresswatch/baseline"
+	"github.com/egresswatch/egresswatch/detect"
+	"github.com/egresswatch/egresswatch/storage"
+)
+
+const defaultDataDir = "/var/lib/egresswatch"
+
+// closeStore closes st and reports its error through *err unless an
+// earlier error is already there.
+func closeStore(st *storage.Store, err *error) {
+	if cerr := st.Close(); cerr != nil && *err == nil {
+		*err = cerr
+	}
+}
+
+func openStore(dataDir string, readOnly bool) (*storage.Store, error) {
+	if readOnly {
+		if _, err := os.Stat(dataDir); err != nil {
+			return nil, fmt.Errorf("data dir %s: %w (run the agent or a replay with --data-dir first)", dataDir, err)
+		}
+	}
+	return storage.Open(dataDir, storage.Options{ReadOnly: readOnly})
+}
+
+func newBaselineCommand(g *globals) *cobra.Command {
+	var dataDir string
+	cmd := &cobra.Command{Use: "baseline", Short: "Show, export and import learned egress baselines"}
+	cmd.PersistentFlags().StringVar(&dataDir, "data-dir", defaultDataDir, "embedded store directory")
+
+	var output, only string
+	show := &cobra.Command{
+		Use:   "show",
+		Short: "List each workload's baseline",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			if output != "table" && output != "json" {
+				return fmt.Errorf("%w: --output %q: want table or json", errUsage, output)
+			}
+			ps, err := storedProfiles(dataDir, only)
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				return json.NewEncoder(g.stdout).Encode(ps)
+			}
+			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "WORKLOAD\tSTATE\tREASON\tSTARTED\tDESTINATIONS")
+			for _, p := range ps {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\n", p.Workload, p.State, p.StateReason, p.Started.UTC().Format(time.RFC3339), len(p.Destinations))
+			}
+			return tw.Flush()
+		},
+	}
+	show.Flags().StringVar(&output, "output", "table", "table or json")
+	show.Flags().StringVar(&only, "workload", "", "only this workload (namespace/kind/name)")
+
+	var file string
+	export := &cobra.Command{
+		Use:   "export",
+		Short: "Write baselines as YAML (to --file or standard output)",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			ps, err := storedProfiles(dataDir, only)
+			if err != nil {
+				return err
+			}
+			var buf bytes.Buffer
+			if err := baseline.Export(&buf, ps); err != nil {
+				return err
+			}
+			if file == "" || file == "-" {
+				_, err = g.stdout.Write(buf.Bytes())
+				return err
+			}
+			return writeFileAtomic(file, buf.Bytes())
+		},
+	}
+	export.Flags().StringVar(&file, "file", "", "output file (default standard output)")
+	export.Flags().StringVar(&only, "workload", "", "only this workload (namespace/kind/name)")
+
+	importCmd := &cobra.Command{
+		Use:   "import --file FILE",
+		Short: "Load baselines from a YAML export, replacing those of the same workloads",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) (err error) {
+			if file == "" {
+				return fmt.Errorf("%w: --file is required (- for standard input)", errUsage)
+			}
+			var r io.Reader = os.Stdin
+			if file != "-" {
+				f, err := os.Open(file)
+				if err != nil {
+					return err
+				}
+				defer func() { _ = f.Close() }() // read-only
+				r = f
+			}
+			ps, err := baseline.Import(r)
+			if err != nil {
+				return fmt.Errorf("import %s: %w", file, err)
+			}
+			st, err := openStore(dataDir, false)
+			if err != nil {
+				return err
+			}
+			defer closeStore(st, &err)
+			if err := (storeSink{st}).SaveProfiles(ps); err != nil {
+				return err
+			}
+			names := make([]string, 0, len(ps))
+			for _, p := range ps {
+				names = append(names, p.Workload)
+			}
+			if err := st.AppendAudit(auditRecord("baseline.import", file, names)); err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "imported %d baselines\n", len(ps))
+			return nil
+		},
+	}
+	importCmd.Flags().StringVar(&file, "file", "", "YAML file written by baseline export (- for standard input)")
+
+	cmd.AddCommand(show, export, importCmd)
+	return cmd
+}
+
+func storedProfiles(dataDir, only string) (_ []*baseline.Profile, err error) {
+	st, err := openStore(dataDir, true)
+	if err != nil {
+		return nil, err
+	}
+	defer closeStore(st, &err)
+	ps, err := loadProfiles(st)
+	if err != nil {
+		return nil, err
+	}
+	set := baseline.NewSet(baseline.DefaultConfig())
+	for _, p := range ps {
+		if only == "" || p.Workload == only {
+			set.Put(p)
+		}
+	}
+	if only != "" && len(set.Profiles()) == 0 {
+		return nil, fmt.Errorf("no baseline for workload %q", only)
+	}
+	return set.Profiles(), nil
+}
+
+func auditRecord(action, source string, workloads []string) []byte {
+	who := "unknown"
+	if u, err := user.Current(); err == nil {
+		who = u.Username
+	}
+	b, _ := json.Marshal(map[string]any{
+		"time": time.Now().UTC(), "action": action, "user": who, "source": source, "workloads": workloads,
+	})
+	return b
+}
+
+func writeFileAtomic(path string, data []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+func newAlertsCommand(g *globals) *cobra.Command {
+	var (
+		dataDir, output, kind, wl string
+		since                     time.Duration
+		limit                     int
+	)
+	cmd := &cobra.Command{
+		Use:   "alerts",
+		Short: "List the anomalies in the embedded store, oldest first",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) (err error) {
+			if output != "table" && output != "json" {
+				return fmt.Errorf("%w: --output %q: want table or json", errUsage, output)
+			}
+			if limit < 0 {
+				return fmt.Errorf("%w: --limit must not be negative", errUsage)
+			}
+			st, err := openStore(dataDir, true)
+			if err != nil {
+				return err
+			}
+			defer closeStore(st, &err)
+			q := storage.AnomalyQuery{Kind: kind, Workload: wl, Limit: limit}
+			if since > 0 {
+				q.Since = time.Now().Add(-since)
+			}
+			docs, err := st.Anomalies(q)
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				for _, d := range docs {
+					if _, err := fmt.Fprintf(g.stdout, "%s\n", d.JSON); err != nil {
+						return err
+					}
+				}
+				return nil
+			}
+			as := make([]detect.Anomaly, 0, len(docs))
+			for _, d := range docs {
+				var a detect.Anomaly
+				if err := json.Unmarshal(d.JSON, &a); err != nil {
+					return fmt.Errorf("decode stored anomaly %s: %w", d.ID, err)
+				}
+				as = append(as, a)
+			}
+			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+			writeAnomalyTable(tw, as)
+			return tw.Flush()
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&dataDir, "data-dir", defaultDataDir, "embedded store directory")
+	f.StringVar(&output, "output", "table", "table or json (JSON lines, one anomaly record each)")
+	f.StringVar(&kind, "kind", "", "only anomalies of this kind")
+	f.StringVar(&wl, "workload", "", "only anomalies of this workload (namespace/kind/name)")
+	f.DurationVar(&since, "since", 0, "only anomalies newer than this (0: all)")
+	f.IntVar(&limit, "limit", 0, "at most this many, the newest (0: all)")
+	return cmd
+}

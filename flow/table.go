@@ -1,0 +1,524 @@
+package flow
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/egresswatch/egresswatch/capture"
+	"github.com/egresswatch/egresswatch/dissect"
+)
+
+// Config sets the table's limits and timeouts. The zero value is not valid;
+// start from DefaultConfig.
+type Config struct {
+	MaxFlows        int           // hard cap on tracked flows; beyond it the least recently active flow is evicted
+	TCPIdle         time.Duration // idle timeout of an established TCP flow
+	TCPClosedIdle   time.Duration // idle timeout after FIN both ways or RST
+	TCPHalfOpenIdle time.Duration // idle timeout of a connection that never completed its handshake
+	UDPIdle         time.Duration
+	OtherIdle       time.Duration // ICMP and other protocols
+	MaxAge          time.Duration // a flow older than this is reported as ended and restarted, keeping who opened it
+	SettleAfter     time.Duration // how long a new connection waits for a name (SNI, Host) before it is reported by IP
+	DNSGrace        time.Duration // how long past its TTL a DNS answer still names an address
+	MaxDNSNames     int           // per workload
+	MaxHelloBytes   int           // bound on a TLS ClientHello reassembled across segments
+}
+
+// DefaultConfig returns the defaults documented in docs/configuration.md.
+func DefaultConfig() Config {
+	return Config{
+		MaxFlows:        262144,
+		TCPIdle:         5 * time.Minute,
+		TCPClosedIdle:   10 * time.Second,
+		TCPHalfOpenIdle: 30 * time.Second,
+		UDPIdle:         time.Minute,
+		OtherIdle:       30 * time.Second,
+		MaxAge:          time.Hour,
+		SettleAfter:     2 * time.Second,
+		DNSGrace:        5 * time.Minute,
+		MaxDNSNames:     16384,
+		MaxHelloBytes:   16384,
+	}
+}
+
+// Validate reports the first unusable setting.
+func (c Config) Validate() error {
+	switch {
+	case c.MaxFlows < 16:
+		return fmt.Errorf("flow: max flows %d: must be at least 16", c.MaxFlows)
+	case c.TCPIdle <= 0 || c.TCPClosedIdle <= 0 || c.TCPHalfOpenIdle <= 0 || c.UDPIdle <= 0 || c.OtherIdle <= 0:
+		return errors.New("flow: idle timeouts must be positive")
+	case c.MaxAge <= 0:
+		return errors.New("flow: max age must be positive")
+	case c.SettleAfter < 0 || c.DNSGrace < 0:
+		return errors.New("flow: settle delay and DNS grace must not be negative")
+	case c.MaxDNSNames < 1:
+		return errors.New("flow: max DNS names must be at least 1")
+	case c.MaxHelloBytes < 512 || c.MaxHelloBytes > 65536:
+		return fmt.Errorf("flow: max hello bytes %d: must be between 512 and 65536", c.MaxHelloBytes)
+	}
+	return nil
+}
+
+// Flow is one tracked flow. Times are unix nanoseconds to keep the entry
+// small: the table holds hundreds of thousands of them.
+type Flow struct {
+	Key
+	First, Last int64
+	BytesOut    uint64 // sent by the workload (IP bytes)
+	BytesIn     uint64
+	PacketsOut  uint64
+	PacketsIn   uint64
+	Name        string     // destination name, "" when known only by IP
+	NameSource  NameSource // where Name came from
+	TCP         TCPState
+	Outbound    bool // the workload opened the connection: Remote is one of its destinations
+
+	settled  bool // the connection has been reported (named, or given up waiting)
+	finOut   bool
+	finIn    bool
+	live     bool
+	gen      uint32 // bumped when the slot is reused, so stale settle-queue entries are ignored
+	reported counters
+	hello    *[]byte // ClientHello bytes gathered across segments; nil almost always
+}
+
+type counters struct {
+	bytesOut, bytesIn, packetsOut, packetsIn uint64
+	connection                               bool // the flow's opening was counted in an interval
+}
+
+// Connection is reported once per connection the workload opens, when its
+// destination is named (SNI, Host, DNS) or it stopped waiting for a name.
+type Connection struct {
+	Workload   WorkloadID
+	Proto      uint8
+	Local      netip.AddrPort
+	Remote     netip.AddrPort
+	Name       string
+	NameSource NameSource
+	Opened     time.Time // first packet
+	Time       time.Time // when it was reported
+	BytesOut   uint64
+	PacketsOut uint64
+	State      TCPState
+}
+
+// Stats are the table's running counters.
+type Stats struct {
+	Active       int
+	Created      uint64
+	Expired      uint64
+	Evicted      uint64 // removed to stay under MaxFlows
+	Rotated      uint64 // reached MaxAge while active
+	DNSAnswers   uint64
+	DNSErrors    uint64 // DNS responses that did not parse
+	DNSRefused   uint64 // answers not kept because a workload's view was full
+	HelloBuffers uint64 // ClientHellos reassembled across segments
+	HelloGiveUps uint64 // ClientHellos larger than MaxHelloBytes
+}
+
+// Table tracks flows. It is not safe for concurrent use.
+type Table struct {
+	cfg    Config
+	index  map[Key]int32
+	slab   []Flow
+	free   []int32
+	clock  int // eviction hand over slab
+	settle []settleEntry
+	dns    map[WorkloadID]*dnsView
+	conns  []Connection
+	agg    map[aggKey]*Interval
+	start  time.Time // start of the current interval
+	stats  Stats
+	parser dissect.DNSParser
+}
+
+type settleEntry struct {
+	idx int32
+	gen uint32
+	due int64
+}
+
+// NewTable returns an empty table. It panics on an invalid config, which
+// callers must have validated.
+func NewTable(cfg Config) *Table {
+	if err := cfg.Validate(); err != nil {
+		panic(err)
+	}
+	return &Table{
+		cfg:   cfg,
+		index: make(map[Key]int32),
+		dns:   make(map[WorkloadID]*dnsView),
+		agg:   make(map[aggKey]*Interval),
+	}
+}
+
+// Stats returns the running counters.
+func (t *Table) Stats() Stats {
+	s := t.stats
+	s.Active = len(t.index)
+	return s
+}
+
+// Lookup returns a copy of the flow for k, for tests and status views.
+func (t *Table) Lookup(k Key) (Flow, bool) {
+	i, ok := t.index[k]
+	if !ok {
+		return Flow{}, false
+	}
+	return t.slab[i], true
+}
+
+// Update folds one packet into the flow of workload wl. fromWorkload says
+// whether the workload sent the packet (its address is p.Src) or received it.
+// A packet between two workloads is given to Update twice, once for each.
+func (t *Table) Update(p *capture.Packet, wl WorkloadID, fromWorkload bool) {
+	k := Key{Workload: wl, Proto: uint32(p.Proto)}
+	if fromWorkload {
+		k.LocalAddr, k.RemoteAddr, k.LocalPort, k.RemotePort = p.Src.As16(), p.Dst.As16(), p.SrcPort, p.DstPort
+	} else {
+		k.LocalAddr, k.RemoteAddr, k.LocalPort, k.RemotePort = p.Dst.As16(), p.Src.As16(), p.DstPort, p.SrcPort
+	}
+	now := p.Time.UnixNano()
+	idx, ok := t.index[k]
+	if !ok {
+		idx = t.create(k, p, fromWorkload, now)
+	}
+	f := &t.slab[idx]
+	f.Last = now
+	n := uint64(p.IPLength)
+	if fromWorkload {
+		f.BytesOut += n
+		f.PacketsOut++
+	} else {
+		f.BytesIn += n
+		f.PacketsIn++
+	}
+	if p.Proto == 6 {
+		f.trackTCP(p.TCPFlags, fromWorkload)
+	}
+	if len(p.Payload) > 0 {
+		t.inspect(f, idx, p, fromWorkload)
+	}
+	if !f.settled && f.Outbound && (f.TCP == TCPReset || f.TCP == TCPClosed) {
+		t.report(f, now)
+	}
+}
+
+func (f *Flow) trackTCP(flags uint8, fromWorkload bool) {
+	switch {
+	case flags&capture.TCPRst != 0:
+		f.TCP = TCPReset
+	case flags&capture.TCPSyn != 0 && flags&capture.TCPAck == 0:
+		if f.TCP == TCPNone {
+			f.TCP = TCPSynSent
+		}
+	case flags&capture.TCPSyn != 0:
+		if f.TCP <= TCPSynSent {
+			f.TCP = TCPSynReceived
+		}
+	case flags&capture.TCPFin != 0:
+		if f.TCP == TCPReset {
+			return
+		}
+		if fromWorkload {
+			f.finOut = true
+		} else {
+			f.finIn = true
+		}
+		if f.finOut && f.finIn {
+			f.TCP = TCPClosed
+		} else {
+			f.TCP = TCPClosing
+		}
+	default:
+		// Data or a bare ACK: the handshake is done (or happened before
+		// the capture started).
+		if f.TCP < TCPEstablished {
+			f.TCP = TCPEstablished
+		}
+	}
+}
+
+// create adds a flow for a packet the table has not seen and decides who
+// opened it.
+func (t *Table) create(k Key, p *capture.Packet, fromWorkload bool, now int64) int32 {
+	if len(t.index) >= t.cfg.MaxFlows {
+		t.evictOne(now)
+	}
+	var idx int32
+	if n := len(t.free); n > 0 {
+		idx = t.free[n-1]
+		t.free = t.free[:n-1]
+	} else {
+		t.slab = append(t.slab, Flow{})
+		idx = int32(len(t.slab) - 1)
+	}
+	f := &t.slab[idx]
+	gen := f.gen + 1
+	*f = Flow{Key: k, First: now, Last: now, live: true, gen: gen}
+	f.Outbound = openedByWorkload(p, fromWorkload)
+	if v := t.dns[k.Workload]; v != nil {
+		if name, ok := v.lookup(k.Remote(), now); ok {
+			f.Name, f.NameSource = name, NameDNS
+		}
+	}
+	t.index[k] = idx
+	t.stats.Created++
+	if f.Outbound {
+		t.settle = append(t.settle, settleEntry{idx: idx, gen: gen, due: now + int64(t.cfg.SettleAfter)})
+	} else {
+		f.settled = true
+	}
+	return idx
+}
+
+// openedByWorkload decides whether the workload opened a flow from its first
+// packet: a SYN names the opener; otherwise a single well-known (below 1024)
+// port marks the server; otherwise the sender of the first packet opened it.
+func openedByWorkload(p *capture.Packet, fromWorkload bool) bool {
+	if p.Proto == 6 && p.TCPFlags&capture.TCPSyn != 0 {
+		if p.TCPFlags&capture.TCPAck == 0 {
+			return fromWorkload
+		}
+		return !fromWorkload
+	}
+	if p.Proto == 1 || p.Proto == 58 {
+		// Echo replies (ICMP 0, ICMPv6 129) answer the other side.
+		return fromWorkload
+	}
+	srcWK, dstWK := wellKnown(p.SrcPort), wellKnown(p.DstPort)
+	switch {
+	case dstWK && !srcWK:
+		return fromWorkload
+	case srcWK && !dstWK:
+		return !fromWorkload
+	}
+	return fromWorkload
+}
+
+func wellKnown(port uint16) bool { return port != 0 && port < 1024 }
+
+// inspect looks into payloads that can name a destination or carry DNS
+// answers. Only the first payloads of a connection and DNS responses get here
+// past the cheap checks.
+func (t *Table) inspect(f *Flow, idx int32, p *capture.Packet, fromWorkload bool) {
+	if !fromWorkload && (p.SrcPort == 53 || p.SrcPort == 5353) && p.Proto != 1 && p.Proto != 58 {
+		t.learnDNS(f.Workload, p)
+		return
+	}
+	if !fromWorkload || f.settled {
+		return
+	}
+	now := p.Time.UnixNano()
+	if p.Proto != 6 {
+		t.report(f, now)
+		return
+	}
+	if f.hello != nil {
+		t.continueHello(f, p.Payload, now)
+		return
+	}
+	if p.Payload[0] == 0x16 {
+		sni, res, need := dissect.ClientHelloSNI(p.Payload)
+		switch res {
+		case dissect.TLSFound:
+			f.Name, f.NameSource = sni, NameSNI
+		case dissect.TLSNeedMore:
+			if need <= t.cfg.MaxHelloBytes {
+				b := make([]byte, 0, need)
+				b = append(b, p.Payload...)
+				f.hello = &b
+				t.stats.HelloBuffers++
+				return
+			}
+			t.stats.HelloGiveUps++
+		}
+		t.report(f, now)
+		return
+	}
+	if host, ok := dissect.HTTPHost(p.Payload); ok {
+		f.Name, f.NameSource = host, NameHTTPHost
+	}
+	t.report(f, now)
+}
+
+func (t *Table) continueHello(f *Flow, payload []byte, now int64) {
+	b := *f.hello
+	room := t.cfg.MaxHelloBytes - len(b)
+	if len(payload) > room {
+		payload = payload[:room]
+	}
+	b = append(b, payload...)
+	*f.hello = b
+	sni, res, need := dissect.ClientHelloSNI(b)
+	if res == dissect.TLSNeedMore && need <= t.cfg.MaxHelloBytes && len(b) < t.cfg.MaxHelloBytes {
+		return
+	}
+	if res == dissect.TLSNeedMore {
+		t.stats.HelloGiveUps++
+	}
+	if res == dissect.TLSFound {
+		f.Name, f.NameSource = sni, NameSNI
+	}
+	f.hello = nil
+	t.report(f, now)
+}
+
+func (t *Table) learnDNS(wl WorkloadID, p *capture.Packet) {
+	msg, err := t.parser.Parse(p.Payload, p.Proto == 6)
+	if err != nil {
+		t.stats.DNSErrors++
+		return
+	}
+	if !msg.Response || len(msg.Answers) == 0 {
+		return
+	}
+	v := t.dns[wl]
+	if v == nil {
+		v = &dnsView{}
+		t.dns[wl] = v
+	}
+	now := p.Time.UnixNano()
+	for _, a := range msg.Answers {
+		if !a.Addr.IsValid() || a.Name == "" {
+			continue
+		}
+		if v.add(a.Addr.Unmap(), a.Name, ttlDeadline(p.Time, a.TTL, t.cfg.DNSGrace), now, t.cfg.MaxDNSNames) {
+			t.stats.DNSAnswers++
+		} else {
+			t.stats.DNSRefused++
+		}
+	}
+}
+
+// report settles a connection: its destination will not be named any better.
+func (t *Table) report(f *Flow, now int64) {
+	f.settled = true
+	f.hello = nil
+	if f.NameSource == NameNone {
+		if v := t.dns[f.Workload]; v != nil {
+			if name, ok := v.lookup(f.Remote(), now); ok {
+				f.Name, f.NameSource = name, NameDNS
+			}
+		}
+	}
+	t.conns = append(t.conns, Connection{
+		Workload:   f.Workload,
+		Proto:      f.Protocol(),
+		Local:      netip.AddrPortFrom(f.Local(), f.LocalPort),
+		Remote:     netip.AddrPortFrom(f.Remote(), f.RemotePort),
+		Name:       f.Name,
+		NameSource: f.NameSource,
+		Opened:     time.Unix(0, f.First).UTC(),
+		Time:       time.Unix(0, now).UTC(),
+		BytesOut:   f.BytesOut,
+		PacketsOut: f.PacketsOut,
+		State:      f.TCP,
+	})
+}
+
+// TakeConnections returns the connections reported since the last call. The
+// returned slice is reused by the next call.
+func (t *Table) TakeConnections() []Connection {
+	c := t.conns
+	t.conns = t.conns[:0]
+	return c
+}
+
+// SettleDue reports the connections that have waited SettleAfter for a name.
+func (t *Table) SettleDue(now time.Time) {
+	n := now.UnixNano()
+	i := 0
+	for ; i < len(t.settle); i++ {
+		e := t.settle[i]
+		if e.due > n {
+			break
+		}
+		f := &t.slab[e.idx]
+		if f.live && f.gen == e.gen && !f.settled {
+			t.report(f, n)
+		}
+	}
+	t.settle = append(t.settle[:0], t.settle[i:]...)
+}
+
+// Expire removes flows idle past their timeout, rotates flows older than
+// MaxAge, and folds the counters of removed flows into the current interval.
+func (t *Table) Expire(now time.Time) {
+	n := now.UnixNano()
+	for i := range t.slab {
+		f := &t.slab[i]
+		if !f.live {
+			continue
+		}
+		if n-f.Last > int64(t.idleTimeout(f)) {
+			t.remove(int32(i), n)
+			t.stats.Expired++
+			continue
+		}
+		if n-f.First > int64(t.cfg.MaxAge) {
+			t.rollup(f)
+			f.First = n
+			t.stats.Rotated++
+		}
+	}
+	for _, v := range t.dns {
+		v.expire(n)
+	}
+}
+
+func (t *Table) idleTimeout(f *Flow) time.Duration {
+	switch f.Proto {
+	case 6:
+		switch f.TCP {
+		case TCPClosed, TCPReset:
+			return t.cfg.TCPClosedIdle
+		case TCPSynSent, TCPSynReceived:
+			return t.cfg.TCPHalfOpenIdle
+		}
+		return t.cfg.TCPIdle
+	case 17:
+		return t.cfg.UDPIdle
+	}
+	return t.cfg.OtherIdle
+}
+
+// evictOne makes room for a new flow. A clock hand sweeps the slab and takes
+// the first flow idle for a second or more, or the one under the hand after a
+// short scan: eviction is O(1) amortised and never stalls the packet path.
+func (t *Table) evictOne(now int64) {
+	const scan = 64
+	victim := int32(-1)
+	for i := 0; i < scan || victim < 0; i++ {
+		t.clock = (t.clock + 1) % len(t.slab)
+		f := &t.slab[t.clock]
+		if !f.live {
+			continue
+		}
+		if victim < 0 {
+			victim = int32(t.clock)
+		}
+		if now-f.Last >= int64(time.Second) {
+			victim = int32(t.clock)
+			break
+		}
+	}
+	t.remove(victim, now)
+	t.stats.Evicted++
+}
+
+func (t *Table) remove(idx int32, now int64) {
+	f := &t.slab[idx]
+	if f.Outbound && !f.settled {
+		t.report(f, now)
+	}
+	t.rollup(f)
+	delete(t.index, f.Key)
+	gen := f.gen
+	*f = Flow{gen: gen}
+	t.free = append(t.free, idx)
+}

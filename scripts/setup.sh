@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs. Idempotent: a second run installs
+# nothing and returns in seconds.
+set -euo pipefail
+
+need_pkgs=()
+for p in file tshark tcpdump; do
+  command -v "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
+done
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: missing ${need_pkgs[*]}; run as root to install them" >&2
+  else
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+  fi
+fi
+echo "setup: ok"
