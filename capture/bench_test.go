@@ -1,6 +1,7 @@
 package capture
 
 import (
+	"github.com/egresswatch/egresswatch/internal/testutil"
 	"net"
 	"runtime"
 	"testing"
@@ -16,7 +17,7 @@ import (
 // back to a few synthesized frames.
 func benchFrames(tb testing.TB) []frame {
 	tb.Helper()
-	if findPcapDir() == "" {
+	if testutil.FindPcapDir() == "" {
 		return synthFrames(tb)
 	}
 	files := []string{

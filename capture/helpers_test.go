@@ -2,6 +2,7 @@ package capture
 
 import (
 	"errors"
+	"github.com/egresswatch/egresswatch/internal/testutil"
 	"io"
 	"os"
 	"path/filepath"
@@ -17,35 +18,10 @@ type frame struct {
 	ci   gopacket.CaptureInfo
 }
 
-// findPcapDir returns the shared capture folder (../shared/data/pcaps from
-// the module root), or "" if it is absent. The module root is found by
-// walking up from the package directory to the go.mod.
-func findPcapDir() string {
-	dir, err := os.Getwd()
-	if err != nil {
-		return ""
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return ""
-		}
-		dir = parent
-	}
-	p := filepath.Join(dir, "..", "shared", "data", "pcaps")
-	if st, err := os.Stat(p); err != nil || !st.IsDir() {
-		return ""
-	}
-	return p
-}
-
 // pcapDir returns the capture folder or skips the test.
 func pcapDir(tb testing.TB) string {
 	tb.Helper()
-	d := findPcapDir()
+	d := testutil.FindPcapDir()
 	if d == "" {
 		tb.Skip("test captures not found at ../shared/data/pcaps from the module root; skipping")
 	}
@@ -102,7 +78,7 @@ func framesOf(tb testing.TB, name string) []frame {
 // nil when the folder is absent.
 func allPcapFrames(tb testing.TB) []frame {
 	tb.Helper()
-	d := findPcapDir()
+	d := testutil.FindPcapDir()
 	if d == "" {
 		return nil
 	}

@@ -15,6 +15,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/egresswatch/egresswatch/workload"
 	"strings"
 	"time"
 )
@@ -93,31 +94,12 @@ type Anomaly struct {
 	Labels      map[string]string `json:"labels,omitempty"`
 }
 
-// Workload names the workload whose baseline was departed from.
-type Workload struct {
-	Namespace string `json:"namespace"`
-	Kind      string `json:"kind"`
-	Name      string `json:"name"`
-}
-
-// String is "namespace/kind/name", leaving out empty parts.
-func (w Workload) String() string {
-	parts := make([]string, 0, 3)
-	for _, p := range []string{w.Namespace, w.Kind, w.Name} {
-		if p != "" {
-			parts = append(parts, p)
-		}
-	}
-	return strings.Join(parts, "/")
-}
-
-// Container is the container the evidence came from, as far as it is known.
-type Container struct {
-	ID    string `json:"id,omitempty"`
-	Name  string `json:"name,omitempty"`
-	Pod   string `json:"pod,omitempty"`
-	Image string `json:"image,omitempty"`
-}
+// Workload names the workload whose baseline was departed from, and
+// Container the container the evidence came from, as far as it is known.
+type (
+	Workload  = workload.Identity
+	Container = workload.Container
+)
 
 // DestinationRef is where the traffic went. Name is the baseline's name for
 // it (DNS, SNI or Host name, else the address or its folded prefix); IP is

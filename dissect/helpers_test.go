@@ -2,6 +2,7 @@ package dissect
 
 import (
 	"errors"
+	"github.com/egresswatch/egresswatch/internal/testutil"
 	"io"
 	"net/netip"
 	"os"
@@ -11,34 +12,10 @@ import (
 	"github.com/egresswatch/egresswatch/capture"
 )
 
-// findPcapDir returns the shared capture folder (../shared/data/pcaps from
-// the module root, found by walking up to the go.mod), or "" if absent.
-func findPcapDir() string {
-	dir, err := os.Getwd()
-	if err != nil {
-		return ""
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return ""
-		}
-		dir = parent
-	}
-	p := filepath.Join(dir, "..", "shared", "data", "pcaps")
-	if st, err := os.Stat(p); err != nil || !st.IsDir() {
-		return ""
-	}
-	return p
-}
-
 // pcapPath returns the path of one shared capture or skips the test.
 func pcapPath(tb testing.TB, name string) string {
 	tb.Helper()
-	d := findPcapDir()
+	d := testutil.FindPcapDir()
 	if d == "" {
 		tb.Skip("test captures not found at ../shared/data/pcaps from the module root; skipping")
 	}
@@ -90,7 +67,7 @@ func packets(tb testing.TB, name string) []pkt {
 // allPcapPaths returns every shared capture, or nil when absent.
 func allPcapPaths(tb testing.TB) []string {
 	tb.Helper()
-	d := findPcapDir()
+	d := testutil.FindPcapDir()
 	if d == "" {
 		return nil
 	}

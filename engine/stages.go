@@ -91,9 +91,9 @@ func (e *Engine) connections() {
 		conn := detect.Connection{
 			Time:        now,
 			Node:        e.cfg.Node,
-			Workload:    detectWorkload(ent.Identity),
+			Workload:    ent.Identity,
 			WorkloadKey: ent.Identity.Key(),
-			Container:   detectContainer(ent.Container),
+			Container:   ent.Container,
 			Destination: d,
 			IP:          c.Remote.Addr(),
 			NameSource:  c.NameSource.String(),
@@ -119,7 +119,7 @@ func (e *Engine) emit(as []detect.Anomaly) {
 	for _, a := range as {
 		e.summary.Anomalies[a.Kind]++
 		e.log.Warn("anomaly", "id", a.ID, "kind", a.Kind, "severity", a.Severity,
-			"workload", a.Workload.Namespace+"/"+a.Workload.Kind+"/"+a.Workload.Name,
+			"workload", a.Workload.Key(),
 			"destination", a.Destination.Name, "ip", a.Destination.IP, "port", a.Destination.Port,
 			"summary", a.Summary)
 	}
@@ -207,8 +207,8 @@ func (e *Engine) endWindow(end time.Time, final bool) {
 		if p.State == baseline.StateMonitoring {
 			as := e.spike.Check(end, p, detect.Window{
 				Start: start, End: end, Node: e.cfg.Node,
-				Workload: detectWorkload(ent.Identity), WorkloadKey: p.Workload,
-				Container: detectContainer(ent.Container),
+				Workload: ent.Identity, WorkloadKey: p.Workload,
+				Container: ent.Container,
 				BytesOut:  w.bytesOut, PacketsOut: w.packetsOut,
 				PerDestination: w.perDest, Dropping: e.dropping,
 			})
@@ -246,12 +246,4 @@ func mustParseKey(key string) workload.Identity {
 		return workload.Identity{Namespace: "unknown", Kind: "key", Name: key}
 	}
 	return id
-}
-
-func detectWorkload(id workload.Identity) detect.Workload {
-	return detect.Workload{Namespace: id.Namespace, Kind: id.Kind, Name: id.Name}
-}
-
-func detectContainer(c workload.Container) detect.Container {
-	return detect.Container{ID: c.ID, Name: c.Name, Pod: c.Pod, Image: c.Image}
 }

@@ -156,7 +156,7 @@ func TestOpenDamaged(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	dir := t.TempDir()
 	words := []uint64{0, 1, 2, 3, 0x7F, 0xFF, 0xFFFF, 0xFFFFFFFF, ^uint64(0)}
-	const n = 20000
+	const n = 400
 	var opened, refused int
 	for i := range n {
 		b := bytes.Clone(good)

@@ -22,7 +22,16 @@ func (id Identity) Key() string {
 	return id.Namespace + "/" + id.Kind + "/" + id.Name
 }
 
-func (id Identity) String() string { return id.Key() }
+// String is "namespace/kind/name" for people, leaving out empty parts.
+func (id Identity) String() string {
+	parts := make([]string, 0, 3)
+	for _, p := range []string{id.Namespace, id.Kind, id.Name} {
+		if p != "" {
+			parts = append(parts, p)
+		}
+	}
+	return strings.Join(parts, "/")
+}
 
 // Container names one container of a workload. All fields may be empty when
 // nothing more than an address is known (replays).

@@ -36,7 +36,7 @@ func (s storeSink) WriteAnomalies(as []detect.Anomaly) error {
 		}
 		docs = append(docs, storage.AnomalyDoc{
 			ID: a.ID, Time: a.Time, Kind: string(a.Kind),
-			Workload: a.Workload.Namespace + "/" + a.Workload.Kind + "/" + a.Workload.Name, JSON: b,
+			Workload: a.Workload.Key(), JSON: b,
 		})
 	}
 	return s.st.AppendAnomalies(docs)
@@ -83,35 +83,28 @@ func (m *memorySink) WriteAnomalies(as []detect.Anomaly) error {
 }
 func (m *memorySink) SaveProfiles([]*baseline.Profile) error { return nil }
 
-// teeSink passes everything to each sink and returns the first error.
+// teeSink passes everything to each sink and returns the first error; a
+// failing sink does not keep the others from being written.
 type teeSink []engine.Sink
 
-func (t teeSink) WriteIntervals(recs []engine.IntervalRecord) error {
+func (t teeSink) each(f func(engine.Sink) error) error {
 	var first error
 	for _, s := range t {
-		if err := s.WriteIntervals(recs); err != nil && first == nil {
+		if err := f(s); err != nil && first == nil {
 			first = err
 		}
 	}
 	return first
+}
+
+func (t teeSink) WriteIntervals(recs []engine.IntervalRecord) error {
+	return t.each(func(s engine.Sink) error { return s.WriteIntervals(recs) })
 }
 
 func (t teeSink) WriteAnomalies(as []detect.Anomaly) error {
-	var first error
-	for _, s := range t {
-		if err := s.WriteAnomalies(as); err != nil && first == nil {
-			first = err
-		}
-	}
-	return first
+	return t.each(func(s engine.Sink) error { return s.WriteAnomalies(as) })
 }
 
 func (t teeSink) SaveProfiles(ps []*baseline.Profile) error {
-	var first error
-	for _, s := range t {
-		if err := s.SaveProfiles(ps); err != nil && first == nil {
-			first = err
-		}
-	}
-	return first
+	return t.each(func(s engine.Sink) error { return s.SaveProfiles(ps) })
 }

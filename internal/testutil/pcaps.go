@@ -27,13 +27,39 @@ func RepoRoot(t testing.TB) string {
 	}
 }
 
-// PcapDir returns the shared folder of real captures (../shared/data/pcaps
-// beside the repository), skipping the test when it is absent.
+// FindPcapDir returns the shared folder of real captures
+// (../shared/data/pcaps beside the repository), or "" when it is absent. It
+// needs no testing.TB, so fuzz targets can seed from the captures when
+// they are there.
+func FindPcapDir() string {
+	dir, err := os.Getwd()
+	if err != nil {
+		return ""
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			break
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return ""
+		}
+		dir = parent
+	}
+	p := filepath.Join(dir, "..", "shared", "data", "pcaps")
+	if st, err := os.Stat(p); err != nil || !st.IsDir() {
+		return ""
+	}
+	return p
+}
+
+// PcapDir returns the shared folder of real captures, skipping the test
+// when it is absent.
 func PcapDir(t testing.TB) string {
 	t.Helper()
-	dir := filepath.Join(RepoRoot(t), "..", "shared", "data", "pcaps")
-	if _, err := os.Stat(filepath.Join(dir, "MANIFEST.md")); err != nil {
-		t.Skipf("real captures not found at %s (they live in ../shared/data/pcaps beside the repository): %v", dir, err)
+	dir := FindPcapDir()
+	if dir == "" {
+		t.Skip("real captures not found at ../shared/data/pcaps beside the repository; skipping")
 	}
 	return dir
 }
