@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // mountTmpfs mounts a small tmpfs on a fresh directory and unmounts it at
@@ -78,7 +78,7 @@ func TestReadOnlyFileSystem(t *testing.T) {
 	if p, err := r.LoadProfiles(); err != nil || string(p["w"]) != `{"p":1}` {
 		t.Errorf("LoadProfiles = %q, %v", p, err)
 	}
-	if err := r.AppendAudit([]byte(`{}`)); !errors.Is(err, bolt.ErrDatabaseReadOnly) {
+	if err := r.AppendAudit([]byte(`{}`)); !errors.Is(err, berrors.ErrDatabaseReadOnly) {
 		t.Errorf("write: %v", err)
 	}
 }

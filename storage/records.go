@@ -60,12 +60,12 @@ func appendField(dst []byte, s string) []byte {
 	return append(dst, s...)
 }
 
-func readField(v []byte) (string, []byte, error) {
+func readField(v []byte) (field, rest []byte, err error) {
 	n, w := binary.Uvarint(v)
 	if w <= 0 || n > uint64(len(v)-w) {
-		return "", nil, errors.New("malformed record")
+		return nil, nil, errors.New("malformed record")
 	}
-	return string(v[w : w+int(n)]), v[w+int(n):], nil
+	return v[w : w+int(n)], v[w+int(n):], nil
 }
 
 // scanNewestFirst calls fn for the entries of b whose time prefix is in
@@ -97,6 +97,9 @@ func scanNewestFirst(b *bolt.Bucket, since, until time.Time, fn func(k, v []byte
 // SaveProfiles stores one document per workload key, replacing any earlier
 // document for the same workload, all in one transaction.
 func (s *Store) SaveProfiles(docs map[string][]byte) error {
+	if len(docs) == 0 {
+		return nil // an empty commit would still cost an fsync
+	}
 	err := s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketProfiles)
 		for workload, doc := range docs {
@@ -173,6 +176,9 @@ type AnomalyQuery struct {
 // anomalies after a restart without duplicating them. IDs are remembered
 // until Prune removes the anomaly.
 func (s *Store) AppendAnomalies(docs []AnomalyDoc) error {
+	if len(docs) == 0 {
+		return nil
+	}
 	keys := make([][]byte, len(docs))
 	for i, d := range docs {
 		if d.ID == "" {
@@ -223,14 +229,14 @@ func (s *Store) Anomalies(q AnomalyQuery) ([]AnomalyDoc, error) {
 			if err != nil {
 				return false, fmt.Errorf("anomaly key %x: %w", k, err)
 			}
-			if (q.Kind != "" && kind != q.Kind) || (q.Workload != "" && workload != q.Workload) {
+			if (q.Kind != "" && string(kind) != q.Kind) || (q.Workload != "" && string(workload) != q.Workload) {
 				return true, nil
 			}
 			out = append(out, AnomalyDoc{
 				ID:       string(k[timeKeyLen:]),
 				Time:     keyTime(k),
-				Kind:     kind,
-				Workload: workload,
+				Kind:     string(kind),
+				Workload: string(workload),
 				JSON:     bytes.Clone(doc),
 			})
 			return q.Limit <= 0 || len(out) < q.Limit, nil
@@ -254,6 +260,9 @@ type IntervalDoc struct {
 // AppendIntervals stores docs in one transaction. Records with equal times
 // are all kept, in append order.
 func (s *Store) AppendIntervals(docs []IntervalDoc) error {
+	if len(docs) == 0 {
+		return nil
+	}
 	keys := make([][]byte, len(docs))
 	for i, d := range docs {
 		tk, err := timeKey(d.Time)
@@ -299,7 +308,7 @@ func (s *Store) Intervals(since, until time.Time, limit int) ([]IntervalDoc, err
 			if err != nil {
 				return false, fmt.Errorf("interval key %x: %w", k, err)
 			}
-			out = append(out, IntervalDoc{Time: keyTime(k), Workload: workload, JSON: bytes.Clone(doc)})
+			out = append(out, IntervalDoc{Time: keyTime(k), Workload: string(workload), JSON: bytes.Clone(doc)})
 			return limit <= 0 || len(out) < limit, nil
 		})
 	})

@@ -24,7 +24,7 @@ const (
 
 	// The meta follows the page header: magic, version, pageSize, flags u32;
 	// root bucket (16 bytes); freelist, pgid (high-water mark), txid u64;
-	// then an FNV-64a checksum of everything before it.
+	// then an FNV-64a checksum of the meta fields before it.
 	metaChecksumOffset = pageHeaderSize + 56
 	metaEnd            = metaChecksumOffset + 8
 
@@ -40,8 +40,8 @@ const (
 	minPageSize = 1024
 	maxPageSize = 1024 << 14
 
-	// A B+tree of 4 KiB pages holding at least two keys each cannot be
-	// deeper than this; nesting of buckets counts towards it too.
+	// bbolt keeps at least two keys per page, so a real tree is at most
+	// log2(keys) deep; nesting of buckets counts towards the limit too.
 	maxTreeDepth = 64
 )
 
@@ -159,6 +159,7 @@ func verifyFile(r io.ReaderAt, size int64) error {
 	}
 	w := &pageWalker{
 		r:        r,
+		size:     size,
 		pageSize: m.pageSize,
 		hwm:      m.hwm,
 		used:     newBitset(m.hwm),
@@ -172,23 +173,63 @@ func verifyFile(r io.ReaderAt, size int64) error {
 	return w.walkTree(m.root, nil, nil, 0)
 }
 
+// readAhead is how much of the file one read fetches. bbolt allocates the
+// pages of a growing bucket mostly in ascending order, so one read usually
+// serves many sibling pages; reading page by page costs a system call per
+// 4 KiB.
+const readAhead = 128 << 10
+
 // pageWalker visits the pages of one bbolt file, each at most once.
 type pageWalker struct {
 	r        io.ReaderAt
+	size     int64
 	pageSize uint64
 	hwm      uint64
 	used     bitset // pages reached so far, including the free list's
 	free     bitset // pages listed as free
+
+	// Each tree level reads through its own window and key slice, so a
+	// page stays valid while the levels below it are walked. The last
+	// slot is the free list's.
+	windows [maxTreeDepth + 2]window
+	keys    [maxTreeDepth + 1][][]byte
 }
 
-// readPage reads page id and its overflow pages, checks the header and marks
-// them used.
-func (w *pageWalker) readPage(id uint64) ([]byte, error) {
+// window holds the file bytes [off, off+len(buf)).
+type window struct {
+	off int64
+	buf []byte
+}
+
+// bytesAt returns n file bytes at off, which the caller has checked lie
+// within the file, through window slot. The bytes stay valid until the next
+// call for the same slot.
+func (w *pageWalker) bytesAt(slot int, off, n int64) ([]byte, error) {
+	win := &w.windows[slot]
+	if off >= win.off && off+n <= win.off+int64(len(win.buf)) {
+		return win.buf[off-win.off : off-win.off+n], nil
+	}
+	size := min(max(n, readAhead), w.size-off)
+	if int64(cap(win.buf)) < size {
+		win.buf = make([]byte, size)
+	}
+	win.off, win.buf = off, win.buf[:size]
+	if _, err := w.r.ReadAt(win.buf, off); err != nil {
+		win.buf = win.buf[:0]
+		return nil, err
+	}
+	return win.buf[:n], nil
+}
+
+// readPage reads page id and its overflow pages through window slot, checks
+// the header and marks the pages used.
+func (w *pageWalker) readPage(id uint64, slot int) ([]byte, error) {
 	if id < 2 || id >= w.hwm {
 		return nil, fmt.Errorf("page id %d outside [2, %d)", id, w.hwm)
 	}
-	p := make([]byte, w.pageSize)
-	if _, err := w.r.ReadAt(p, int64(id*w.pageSize)); err != nil {
+	off, ps := int64(id*w.pageSize), int64(w.pageSize)
+	p, err := w.bytesAt(slot, off, ps)
+	if err != nil {
 		return nil, fmt.Errorf("read page %d: %w", id, err)
 	}
 	ne := binary.NativeEndian
@@ -206,18 +247,15 @@ func (w *pageWalker) readPage(id uint64) ([]byte, error) {
 		w.used.set(i)
 	}
 	if overflow > 0 {
-		full := make([]byte, (overflow+1)*w.pageSize)
-		copy(full, p)
-		if _, err := w.r.ReadAt(full[w.pageSize:], int64((id+1)*w.pageSize)); err != nil {
-			return nil, fmt.Errorf("read page %d overflow: %w", id, err)
+		if p, err = w.bytesAt(slot, off, int64(overflow+1)*ps); err != nil {
+			return nil, fmt.Errorf("read page %d: %w", id, err)
 		}
-		p = full
 	}
 	return p, nil
 }
 
 func (w *pageWalker) readFreelist(id uint64) error {
-	p, err := w.readPage(id)
+	p, err := w.readPage(id, len(w.windows)-1)
 	if err != nil {
 		return fmt.Errorf("freelist: %w", err)
 	}
@@ -246,13 +284,28 @@ func (w *pageWalker) readFreelist(id uint64) error {
 	return nil
 }
 
+// location names a page, or a bucket stored inline in one, in errors.
+type location struct {
+	page   uint64
+	inline []byte // key of the inline bucket, if any
+}
+
+func (l location) errorf(format string, args ...any) error {
+	err := fmt.Errorf(format, args...)
+	if l.inline != nil {
+		return fmt.Errorf("page %d: inline bucket %q: %w", l.page, l.inline, err)
+	}
+	return fmt.Errorf("page %d: %w", l.page, err)
+}
+
 // walkTree checks the B+tree rooted at page id, whose keys must all lie in
 // [lo, hi) (nil bounds are open), and the trees of any buckets it holds.
+// depth counts tree levels and bucket nesting from the root.
 func (w *pageWalker) walkTree(id uint64, lo, hi []byte, depth int) error {
 	if depth > maxTreeDepth {
 		return fmt.Errorf("page %d: tree deeper than %d", id, maxTreeDepth)
 	}
-	p, err := w.readPage(id)
+	p, err := w.readPage(id, depth)
 	if err != nil {
 		return err
 	}
@@ -261,27 +314,28 @@ func (w *pageWalker) walkTree(id uint64, lo, hi []byte, depth int) error {
 			return fmt.Errorf("page %d: both in use and free", i)
 		}
 	}
-	flags := binary.NativeEndian.Uint16(p[8:10])
-	switch flags {
+	switch flags := binary.NativeEndian.Uint16(p[8:10]); flags {
 	case branchPageFlag:
 		return w.walkBranch(id, p, lo, hi, depth)
 	case leafPageFlag:
-		return w.walkLeaf(fmt.Sprintf("page %d", id), p, lo, hi, depth)
+		return w.walkLeaf(location{page: id}, p, lo, hi, depth)
 	default:
 		return fmt.Errorf("page %d: unexpected page type %#x", id, flags)
 	}
 }
 
 func (w *pageWalker) walkBranch(id uint64, p, lo, hi []byte, depth int) error {
-	keys, err := elementKeys(p, false)
+	loc := location{page: id}
+	keys, err := elementKeys(w.keys[depth][:0], p, false)
+	w.keys[depth] = keys
 	if err != nil {
-		return fmt.Errorf("page %d: %w", id, err)
+		return loc.errorf("%w", err)
 	}
 	if len(keys) == 0 {
-		return fmt.Errorf("page %d: empty branch page", id)
+		return loc.errorf("empty branch page")
 	}
 	if err := checkKeyOrder(keys, lo, hi); err != nil {
-		return fmt.Errorf("page %d: %w", id, err)
+		return loc.errorf("%w", err)
 	}
 	ne := binary.NativeEndian
 	for i, k := range keys {
@@ -299,13 +353,14 @@ func (w *pageWalker) walkBranch(id uint64, p, lo, hi []byte, depth int) error {
 
 // walkLeaf checks a leaf page p (a real page or a bucket's inline page) and
 // descends into the buckets it holds.
-func (w *pageWalker) walkLeaf(name string, p, lo, hi []byte, depth int) error {
-	keys, err := elementKeys(p, true)
+func (w *pageWalker) walkLeaf(loc location, p, lo, hi []byte, depth int) error {
+	keys, err := elementKeys(w.keys[depth][:0], p, true)
+	w.keys[depth] = keys
 	if err != nil {
-		return fmt.Errorf("%s: %w", name, err)
+		return loc.errorf("%w", err)
 	}
 	if err := checkKeyOrder(keys, lo, hi); err != nil {
-		return fmt.Errorf("%s: %w", name, err)
+		return loc.errorf("%w", err)
 	}
 	ne := binary.NativeEndian
 	for i, k := range keys {
@@ -316,7 +371,7 @@ func (w *pageWalker) walkLeaf(name string, p, lo, hi []byte, depth int) error {
 		// elementKeys has checked that the value lies within p.
 		off := pageHeaderSize + i*elementSize + int(ne.Uint32(e[4:8])) + len(k)
 		v := p[off : off+int(ne.Uint32(e[12:16]))]
-		if err := w.walkBucket(name, k, v, depth+1); err != nil {
+		if err := w.walkBucket(loc, k, v, depth+1); err != nil {
 			return err
 		}
 	}
@@ -325,35 +380,36 @@ func (w *pageWalker) walkLeaf(name string, p, lo, hi []byte, depth int) error {
 
 // walkBucket checks the bucket whose leaf value is v: either a pointer to
 // its own tree or, for small buckets, an inline leaf page.
-func (w *pageWalker) walkBucket(parent string, key, v []byte, depth int) error {
+func (w *pageWalker) walkBucket(parent location, key, v []byte, depth int) error {
 	if len(v) < inBucketSize {
-		return fmt.Errorf("%s: bucket %q: %d-byte header", parent, key, len(v))
-	}
-	if depth > maxTreeDepth {
-		return fmt.Errorf("%s: buckets nested deeper than %d", parent, maxTreeDepth)
+		return parent.errorf("bucket %q: %d-byte header", key, len(v))
 	}
 	if root := binary.NativeEndian.Uint64(v[0:8]); root != 0 {
 		return w.walkTree(root, nil, nil, depth)
 	}
+	if depth > maxTreeDepth {
+		return parent.errorf("buckets nested deeper than %d", maxTreeDepth)
+	}
+	loc := location{page: parent.page, inline: key}
 	inline := v[inBucketSize:]
 	if len(inline) < pageHeaderSize {
-		return fmt.Errorf("%s: inline bucket %q: %d-byte page", parent, key, len(inline))
+		return loc.errorf("%d-byte page", len(inline))
 	}
 	if flags := binary.NativeEndian.Uint16(inline[8:10]); flags != leafPageFlag {
-		return fmt.Errorf("%s: inline bucket %q: page type %#x", parent, key, flags)
+		return loc.errorf("page type %#x", flags)
 	}
-	return w.walkLeaf(fmt.Sprintf("%s: inline bucket %q", parent, key), inline, nil, nil, depth)
+	return w.walkLeaf(loc, inline, nil, nil, depth)
 }
 
-// elementKeys returns the keys of the elements of page p, after checking
-// that every element, key and (for leaves) value lies within p. Keys alias p.
-func elementKeys(p []byte, leaf bool) ([][]byte, error) {
+// elementKeys appends the keys of the elements of page p to keys, after
+// checking that every element, key and (for leaves) value lies within p.
+// The keys alias p.
+func elementKeys(keys [][]byte, p []byte, leaf bool) ([][]byte, error) {
 	ne := binary.NativeEndian
 	count := int(ne.Uint16(p[10:12]))
 	if pageHeaderSize+count*elementSize > len(p) {
-		return nil, fmt.Errorf("%d elements do not fit in %d bytes", count, len(p))
+		return keys, fmt.Errorf("%d elements do not fit in %d bytes", count, len(p))
 	}
-	keys := make([][]byte, count)
 	for i := range count {
 		at := pageHeaderSize + i*elementSize
 		e := p[at : at+elementSize]
@@ -365,12 +421,12 @@ func elementKeys(p []byte, leaf bool) ([][]byte, error) {
 		}
 		end := uint64(at) + pos + ksize + vsize
 		if end > uint64(len(p)) {
-			return nil, fmt.Errorf("element %d runs past the page (%d > %d)", i, end, len(p))
+			return keys, fmt.Errorf("element %d runs past the page (%d > %d)", i, end, len(p))
 		}
 		if ksize == 0 {
-			return nil, fmt.Errorf("element %d has an empty key", i)
+			return keys, fmt.Errorf("element %d has an empty key", i)
 		}
-		keys[i] = p[uint64(at)+pos : uint64(at)+pos+ksize]
+		keys = append(keys, p[uint64(at)+pos:uint64(at)+pos+ksize])
 	}
 	return keys, nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/egresswatch/egresswatch/agent"
 	"github.com/egresswatch/egresswatch/baseline"
 	"github.com/egresswatch/egresswatch/capture"
 	"github.com/egresswatch/egresswatch/detect"
@@ -136,10 +137,10 @@ func runReplay(cmd *cobra.Command, g *globals, o replayOptions) (err error) {
 			return err
 		}
 		defer closeStore(st, &err)
-		if loaded, err = loadProfiles(st); err != nil {
+		if loaded, err = agent.LoadProfiles(st); err != nil {
 			return err
 		}
-		sinks = append(sinks, storeSink{st})
+		sinks = append(sinks, agent.StoreSink{Store: st})
 	}
 	reg := workload.NewRegistry()
 	eng, err := engine.New(cfg, log, reg, workload.NewStatic(reg, mappings), sinks, loaded)

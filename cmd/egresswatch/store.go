@@ -1,17 +1,24 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"net/url"
 	"os"
 	"os/user"
+	"strconv"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/egresswatch/egresswatch/agent"
 	"github.com/egresswatch/egresswatch/baseline"
 	"github.com/egresswatch/egresswatch/detect"
 	"github.com/egresswatch/egresswatch/storage"
@@ -118,7 +125,7 @@ func newBaselineCommand(g *globals) *cobra.Command {
 				return err
 			}
 			defer closeStore(st, &err)
-			if err := (storeSink{st}).SaveProfiles(ps); err != nil {
+			if err := (agent.StoreSink{Store: st}).SaveProfiles(ps); err != nil {
 				return err
 			}
 			names := make([]string, 0, len(ps))
@@ -144,7 +151,7 @@ func storedProfiles(dataDir, only string) (_ []*baseline.Profile, err error) {
 		return nil, err
 	}
 	defer closeStore(st, &err)
-	ps, err := loadProfiles(st)
+	ps, err := agent.LoadProfiles(st)
 	if err != nil {
 		return nil, err
 	}
@@ -181,31 +188,28 @@ func writeFileAtomic(path string, data []byte) error {
 
 func newAlertsCommand(g *globals) *cobra.Command {
 	var (
-		dataDir, output, kind, wl string
-		since                     time.Duration
-		limit                     int
+		dataDir, output, kind, wl, listen string
+		since                             time.Duration
+		limit                             int
 	)
 	cmd := &cobra.Command{
 		Use:   "alerts",
 		Short: "List the anomalies in the embedded store, oldest first",
-		Args:  cobra.NoArgs,
-		RunE: func(*cobra.Command, []string) (err error) {
+		Long: `alerts reads the embedded store. While an agent holds the store, it asks that agent's
+local API (--listen) instead.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
 			if output != "table" && output != "json" {
 				return fmt.Errorf("%w: --output %q: want table or json", errUsage, output)
 			}
 			if limit < 0 {
 				return fmt.Errorf("%w: --limit must not be negative", errUsage)
 			}
-			st, err := openStore(dataDir, true)
-			if err != nil {
-				return err
-			}
-			defer closeStore(st, &err)
 			q := storage.AnomalyQuery{Kind: kind, Workload: wl, Limit: limit}
 			if since > 0 {
 				q.Since = time.Now().Add(-since)
 			}
-			docs, err := st.Anomalies(q)
+			docs, err := storedAnomalies(cmd.Context(), dataDir, listen, q)
 			if err != nil {
 				return err
 			}
@@ -237,5 +241,61 @@ func newAlertsCommand(g *globals) *cobra.Command {
 	f.StringVar(&wl, "workload", "", "only anomalies of this workload (namespace/kind/name)")
 	f.DurationVar(&since, "since", 0, "only anomalies newer than this (0: all)")
 	f.IntVar(&limit, "limit", 0, "at most this many, the newest (0: all)")
+	f.StringVar(&listen, "listen", agent.DefaultConfig().Listen, "the running agent's --listen address, asked when it holds the store")
 	return cmd
+}
+
+// storedAnomalies reads anomalies from the store, or from the agent that
+// holds it.
+func storedAnomalies(ctx context.Context, dataDir, listen string, q storage.AnomalyQuery) (_ []storage.AnomalyDoc, err error) {
+	st, err := openStore(dataDir, true)
+	if errors.Is(err, storage.ErrLocked) {
+		return agentAnomalies(ctx, listen, q)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer closeStore(st, &err)
+	return st.Anomalies(q)
+}
+
+func agentAnomalies(ctx context.Context, listen string, q storage.AnomalyQuery) ([]storage.AnomalyDoc, error) {
+	v := url.Values{}
+	if q.Kind != "" {
+		v.Set("kind", q.Kind)
+	}
+	if q.Workload != "" {
+		v.Set("workload", q.Workload)
+	}
+	if !q.Since.IsZero() {
+		v.Set("since", q.Since.UTC().Format(time.RFC3339Nano))
+	}
+	if q.Limit > 0 {
+		v.Set("limit", strconv.Itoa(q.Limit))
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+listen+agent.AlertsPath+"?"+v.Encode(), nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("the store is held by a running agent, which did not answer at %s: %w", listen, err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("agent at %s answered %s", listen, resp.Status)
+	}
+	var docs []storage.AnomalyDoc
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	for sc.Scan() {
+		var a detect.Anomaly
+		if err := json.Unmarshal(sc.Bytes(), &a); err != nil {
+			return nil, fmt.Errorf("agent at %s sent a bad record: %w", listen, err)
+		}
+		docs = append(docs, storage.AnomalyDoc{ID: a.ID, Time: a.Time, Kind: string(a.Kind), Workload: a.Workload.Key(), JSON: append([]byte(nil), sc.Bytes()...)})
+	}
+	return docs, sc.Err()
 }

@@ -1,0 +1,314 @@
+// Package agent is the node agent: it runs the pipeline live. Capture reads
+// every container veth, attribution names the container behind each, the
+// engine learns and detects, and the results go to the embedded store, the
+// log and the local API. Every long-running part has Run(ctx) and the agent
+// supervises them with an errgroup.
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/egresswatch/egresswatch/baseline"
+	"github.com/egresswatch/egresswatch/capture"
+	"github.com/egresswatch/egresswatch/detect"
+	"github.com/egresswatch/egresswatch/engine"
+	"github.com/egresswatch/egresswatch/storage"
+	"github.com/egresswatch/egresswatch/workload"
+)
+
+// Agent runs egresswatch on one node. Build it with New, then call Run once.
+type Agent struct {
+	cfg   Config
+	log   *slog.Logger
+	reg   *prometheus.Registry
+	store *storage.Store
+	ln    net.Listener
+	feed  feed
+	attr  attribution
+
+	status atomic.Pointer[Status]
+	snap   atomic.Pointer[engineSnapshot]
+	ready  atomic.Bool
+}
+
+// feed is the live capture as the agent uses it: it sends batches of
+// decoded packets and interface events, and counts per interface.
+type feed interface {
+	Run(ctx context.Context, packets chan<- []capture.Packet, links chan<- linkEvent) error
+	Counters() []interfaceCounters
+	Release(batch []capture.Packet)
+}
+
+// linkEvent is a container interface appearing or going away.
+type linkEvent struct {
+	Added bool
+	Index int
+	Name  string
+	NSID  int
+}
+
+// attribution names the containers behind network namespaces.
+type attribution interface {
+	Run(ctx context.Context) error
+	Owner(nsid int) (owner, bool)
+	Version() uint64 // changes whenever what Owner answers may have changed
+	State() string   // "connected", or why not, for the status view
+}
+
+// New checks the configuration and what the agent needs from the machine
+// (the privilege to capture, the store, the listen address) and builds
+// every component. Nothing runs until Run.
+func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := checkCapturePrivilege(); err != nil {
+		return nil, err
+	}
+	st, err := storage.Open(cfg.DataDir, storage.Options{Retention: cfg.Storage.Retention.D()})
+	if err != nil {
+		return nil, err
+	}
+	ln, err := listen(cfg.Listen)
+	if err != nil {
+		_ = st.Close()
+		return nil, err
+	}
+	a := &Agent{cfg: cfg, log: log, reg: reg, store: st, ln: ln}
+	a.feed = newLiveFeed(cfg.Capture, log)
+	a.attr = newContainerdAttribution(cfg.Containerd, log)
+	reg.MustRegister(newCollector(&a.snap, a.feed.Counters))
+	return a, nil
+}
+
+// Run runs the agent until ctx is done (SIGTERM), then flushes the open
+// interval and the baselines to the store and returns.
+func (a *Agent) Run(ctx context.Context) (err error) {
+	defer func() {
+		if cerr := a.store.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("close store: %w", cerr)
+		}
+	}()
+	profiles, err := LoadProfiles(a.store)
+	if err != nil {
+		_ = a.ln.Close()
+		return err
+	}
+	reg := workload.NewRegistry()
+	ifaces := newInterfaces(reg, a.attr.Owner, a.cfg.Capture.HoldPackets, a.cfg.Capture.HoldTimeout.D())
+	act := newActivity(StoreSink{a.store})
+	eng, err := engine.New(a.cfg.EngineConfig(), a.log, reg, ifaces, act, profiles)
+	if err != nil {
+		_ = a.ln.Close()
+		return err
+	}
+	srv := &server{log: a.log.With("component", "http"), reg: a.reg, status: &a.status, ready: &a.ready, ln: a.ln, alerts: a.store.Anomalies}
+
+	packets := make(chan []capture.Packet, a.cfg.Capture.QueueBatches)
+	links := make(chan linkEvent, 1024)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return srv.Run(gctx) })
+	g.Go(func() error { return a.attr.Run(gctx) })
+	g.Go(func() error { return a.feed.Run(gctx, packets, links) })
+	g.Go(func() error {
+		l := loop{a: a, eng: eng, ifaces: ifaces, act: act, packets: packets, links: links}
+		return l.run(gctx)
+	})
+	a.log.Info("agent started", "node", a.cfg.NodeName, "listen", a.ln.Addr().String(), "data_dir", a.cfg.DataDir,
+		"profiles", len(profiles))
+	err = g.Wait()
+	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+		err = nil
+	}
+	return err
+}
+
+// loop is the engine goroutine: the only one that touches the engine, the
+// interfaces and the profiles.
+type loop struct {
+	a       *Agent
+	eng     *engine.Engine
+	ifaces  *interfaces
+	act     *activity
+	packets <-chan []capture.Packet
+	links   <-chan linkEvent
+
+	attrVersion uint64
+	lastSave    time.Time
+	lastPrune   time.Time
+}
+
+func (l *loop) run(ctx context.Context) error {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	l.a.ready.Store(true)
+	l.publish(time.Now())
+	for {
+		select {
+		case <-ctx.Done():
+			return l.shutdown(time.Now())
+		case batch := <-l.packets:
+			for i := range batch {
+				if l.ifaces.ready(&batch[i]) {
+					l.eng.Packet(&batch[i])
+				}
+			}
+			l.a.feed.Release(batch)
+		case ev := <-l.links:
+			if ev.Added {
+				l.ifaces.add(ev.Index, ev.Name, ev.NSID, time.Now())
+			} else {
+				l.ifaces.remove(ev.Index)
+			}
+		case now := <-tick.C:
+			l.tick(now)
+		}
+	}
+}
+
+func (l *loop) tick(now time.Time) {
+	if v := l.a.attr.Version(); v != l.attrVersion || l.ifaces.pending() {
+		l.attrVersion = v
+		l.ifaces.resolveAll(now, l.eng.Packet)
+	}
+	l.eng.Advance(now)
+	if now.Sub(l.lastSave) >= time.Minute {
+		l.lastSave = now
+		if err := l.act.SaveProfiles(l.eng.Profiles()); err != nil {
+			l.a.log.Error("save baselines", "err", err)
+		}
+	}
+	if now.Sub(l.lastPrune) >= time.Hour {
+		l.lastPrune = now
+		if _, err := l.a.store.Prune(now); err != nil {
+			l.a.log.Error("prune store", "err", err)
+		}
+	}
+	l.publish(now)
+}
+
+// shutdown drains what capture already queued, then ends the open interval
+// and saves the baselines.
+func (l *loop) shutdown(now time.Time) error {
+	l.a.ready.Store(false)
+	for {
+		select {
+		case batch := <-l.packets:
+			for i := range batch {
+				if l.ifaces.ready(&batch[i]) {
+					l.eng.Packet(&batch[i])
+				}
+			}
+			l.a.feed.Release(batch)
+			continue
+		default:
+		}
+		break
+	}
+	l.ifaces.resolveAll(now.Add(l.a.cfg.Capture.HoldTimeout.D()), l.eng.Packet)
+	err := l.eng.Close(now)
+	l.publish(now)
+	l.a.log.Info("agent stopped; intervals and baselines flushed")
+	return err
+}
+
+func (l *loop) publish(now time.Time) {
+	s := l.eng.Summary()
+	snap := &engineSnapshot{
+		flowsActive: s.Flow.Active, flowsCreated: s.Flow.Created, flowsEvicted: s.Flow.Evicted,
+		packets: s.Packets, unattributed: s.Unattributed, heldDropped: l.ifaces.heldDropped,
+		anomalies: map[string]uint64{}, workloadsByState: map[string]int{},
+		sinkErrors: s.SinkErrors, intervals: s.Intervals,
+	}
+	for k, n := range s.Anomalies {
+		snap.anomalies[string(k)] = n
+	}
+	profiles := l.eng.Profiles()
+	for _, p := range profiles {
+		snap.workloadsByState[string(p.State)]++
+	}
+	l.a.snap.Store(snap)
+
+	st := &Status{
+		Node: l.a.cfg.NodeName, Time: now.UTC(), Containerd: l.a.attr.State(),
+		Workloads: l.act.workloadStatus(now, profiles, l.a.cfg.Learning.Period.D()),
+		Flows:     FlowStatus{Active: s.Flow.Active, Created: s.Flow.Created, Evicted: s.Flow.Evicted},
+	}
+	for _, c := range l.a.feed.Counters() {
+		is := InterfaceStatus{Name: c.name, Index: c.index, Packets: c.packets, Bytes: c.bytes,
+			KernelDrops: c.kernelDrops, QueueDrops: c.queueDrops, Active: c.active}
+		if h, ok := l.ifaces.handles[c.index]; ok {
+			if ent, ok := l.ifaces.reg.Lookup(h); ok {
+				is.Workload = ent.Identity.Key()
+			}
+		}
+		st.Interfaces = append(st.Interfaces, is)
+	}
+	l.a.status.Store(st)
+}
+
+// StoreSink writes the engine's output into the embedded store.
+type StoreSink struct{ Store *storage.Store }
+
+func (s StoreSink) WriteIntervals(recs []engine.IntervalRecord) error {
+	docs := make([]storage.IntervalDoc, 0, len(recs))
+	for _, r := range recs {
+		b, err := json.Marshal(r)
+		if err != nil {
+			return fmt.Errorf("encode interval: %w", err)
+		}
+		docs = append(docs, storage.IntervalDoc{Time: r.End, Workload: r.Workload.Key(), JSON: b})
+	}
+	return s.Store.AppendIntervals(docs)
+}
+
+func (s StoreSink) WriteAnomalies(as []detect.Anomaly) error {
+	docs := make([]storage.AnomalyDoc, 0, len(as))
+	for _, a := range as {
+		b, err := json.Marshal(a)
+		if err != nil {
+			return fmt.Errorf("encode anomaly: %w", err)
+		}
+		docs = append(docs, storage.AnomalyDoc{ID: a.ID, Time: a.Time, Kind: string(a.Kind), Workload: a.Workload.Key(), JSON: b})
+	}
+	return s.Store.AppendAnomalies(docs)
+}
+
+func (s StoreSink) SaveProfiles(ps []*baseline.Profile) error {
+	docs := make(map[string][]byte, len(ps))
+	for _, p := range ps {
+		b, err := json.Marshal(p)
+		if err != nil {
+			return fmt.Errorf("encode profile %s: %w", p.Workload, err)
+		}
+		docs[p.Workload] = b
+	}
+	return s.Store.SaveProfiles(docs)
+}
+
+// LoadProfiles reads every stored profile.
+func LoadProfiles(st *storage.Store) ([]*baseline.Profile, error) {
+	docs, err := st.LoadProfiles()
+	if err != nil {
+		return nil, err
+	}
+	ps := make([]*baseline.Profile, 0, len(docs))
+	for key, b := range docs {
+		var p baseline.Profile
+		if err := json.Unmarshal(b, &p); err != nil {
+			return nil, fmt.Errorf("decode stored profile %s: %w", key, err)
+		}
+		ps = append(ps, &p)
+	}
+	return ps, nil
+}

@@ -1,0 +1,237 @@
+package agent
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path"
+	"strings"
+	"time"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/egresswatch/egresswatch/engine"
+)
+
+// ErrConfig is wrapped by every configuration error, so that main can tell
+// a mistake in the configuration (exit status 2) from a failure at run time.
+var ErrConfig = errors.New("invalid configuration")
+
+// Config is the agent's whole configuration: defaults, then the YAML file,
+// then EGRESSWATCH_* environment variables, then flags. Field names in the
+// file are the json tags; unknown keys are an error.
+type Config struct {
+	NodeName string `json:"node_name"`
+	DataDir  string `json:"data_dir"`
+	Listen   string `json:"listen"`
+	LogLevel string `json:"log_level"`
+
+	Containerd ContainerdConfig `json:"containerd"`
+	Capture    CaptureConfig    `json:"capture"`
+	Learning   LearningConfig   `json:"learning"`
+	Volume     VolumeConfig     `json:"volume"`
+	Flows      FlowsConfig      `json:"flows"`
+	Storage    StorageConfig    `json:"storage"`
+}
+
+// ContainerdConfig says where to ask which container owns a veth.
+type ContainerdConfig struct {
+	Socket     string   `json:"socket"`
+	Namespaces []string `json:"namespaces"` // empty: all
+}
+
+// CaptureConfig tunes the AF_PACKET capture on container interfaces.
+type CaptureConfig struct {
+	Include      []string `json:"include"` // glob patterns on interface names; empty: every container veth
+	Exclude      []string `json:"exclude"`
+	SnapLength   int      `json:"snap_length"`
+	BlockSize    int      `json:"block_size"` // ring block size in bytes
+	Blocks       int      `json:"blocks"`     // ring blocks per interface
+	BlockTimeout Duration `json:"block_timeout"`
+	QueueBatches int      `json:"queue_batches"` // batches between capture and the engine
+	HoldPackets  int      `json:"hold_packets"`  // per interface, while its container is not known yet
+	HoldTimeout  Duration `json:"hold_timeout"`  // then the interface is attributed to unknown/<interface>
+}
+
+// LearningConfig is the baseline learning lifecycle.
+type LearningConfig struct {
+	Period          Duration `json:"period"`
+	StabilityWindow Duration `json:"stability_window"`
+	MaxPeriod       Duration `json:"max_period"`
+}
+
+// VolumeConfig is the outbound volume statistics.
+type VolumeConfig struct {
+	Window       Duration `json:"window"`
+	FloorBytes   uint64   `json:"floor_bytes"`
+	FoldIPv4Bits int      `json:"fold_ipv4_bits"`
+	FoldIPv6Bits int      `json:"fold_ipv6_bits"`
+}
+
+// FlowsConfig is the flow table.
+type FlowsConfig struct {
+	MaxFlows int      `json:"max_flows"`
+	Interval Duration `json:"interval"`
+}
+
+// StorageConfig is the embedded store.
+type StorageConfig struct {
+	Retention Duration `json:"retention"`
+}
+
+// Duration is a time.Duration written as "90s", "24h" in the file.
+type Duration time.Duration
+
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration must be a string such as \"90s\" or \"24h\": %s", b)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// D returns the value as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// DefaultConfig returns the defaults documented in docs/configuration.md.
+func DefaultConfig() Config {
+	e := engine.DefaultConfig()
+	host, _ := os.Hostname()
+	return Config{
+		NodeName:   host,
+		DataDir:    "/var/lib/egresswatch",
+		Listen:     "127.0.0.1:9781",
+		LogLevel:   "info",
+		Containerd: ContainerdConfig{Socket: "/run/containerd/containerd.sock"},
+		Capture: CaptureConfig{
+			SnapLength:   2048,
+			BlockSize:    1 << 18,
+			Blocks:       8,
+			BlockTimeout: Duration(50 * time.Millisecond),
+			QueueBatches: 256,
+			HoldPackets:  4096,
+			HoldTimeout:  Duration(5 * time.Second),
+		},
+		Learning: LearningConfig{
+			Period:          Duration(e.Baseline.LearningPeriod),
+			StabilityWindow: Duration(e.Baseline.StabilityWindow),
+			MaxPeriod:       Duration(e.Baseline.MaxLearning),
+		},
+		Volume: VolumeConfig{
+			Window:       Duration(e.Baseline.Window),
+			FloorBytes:   e.Baseline.VolumeFloorBytes,
+			FoldIPv4Bits: e.Baseline.FoldIPv4Bits,
+			FoldIPv6Bits: e.Baseline.FoldIPv6Bits,
+		},
+		Flows:   FlowsConfig{MaxFlows: e.Flow.MaxFlows, Interval: Duration(e.Interval)},
+		Storage: StorageConfig{Retention: Duration(14 * 24 * time.Hour)},
+	}
+}
+
+// LoadFile reads a YAML config file over cfg. Unknown and repeated keys are
+// errors, with the file's name in the message.
+func LoadFile(file string, cfg *Config) error {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	if err := parse(b, cfg); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrConfig, file, err)
+	}
+	return nil
+}
+
+// Parse reads YAML config text over cfg.
+func Parse(b []byte, cfg *Config) error {
+	if err := parse(b, cfg); err != nil {
+		return fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	return nil
+}
+
+func parse(b []byte, cfg *Config) error {
+	if len(bytes.TrimSpace(b)) == 0 {
+		return nil
+	}
+	return yaml.UnmarshalStrict(b, cfg)
+}
+
+// EngineConfig translates the agent's settings for the engine.
+func (c Config) EngineConfig() engine.Config {
+	e := engine.DefaultConfig()
+	e.Node = c.NodeName
+	e.Interval = c.Flows.Interval.D()
+	e.Flow.MaxFlows = c.Flows.MaxFlows
+	b := &e.Baseline
+	b.LearningPeriod = c.Learning.Period.D()
+	b.StabilityWindow = c.Learning.StabilityWindow.D()
+	b.MaxLearning = c.Learning.MaxPeriod.D()
+	b.Window = c.Volume.Window.D()
+	b.VolumeFloorBytes = c.Volume.FloorBytes
+	b.FoldIPv4Bits = c.Volume.FoldIPv4Bits
+	b.FoldIPv6Bits = c.Volume.FoldIPv6Bits
+	return e
+}
+
+// Validate reports every unusable setting at once.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf(format, args...))
+	}
+	if c.NodeName == "" {
+		bad("node_name is empty and the host name is unknown: set --node-name")
+	}
+	if c.DataDir == "" {
+		bad("data_dir must be set")
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		bad("listen %q: %v", c.Listen, err)
+	}
+	switch strings.ToLower(c.LogLevel) {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log_level %q: want debug, info, warn or error", c.LogLevel)
+	}
+	for _, p := range append(append([]string{}, c.Capture.Include...), c.Capture.Exclude...) {
+		if _, err := path.Match(p, ""); err != nil {
+			bad("interface pattern %q: %v", p, err)
+		}
+	}
+	cp := c.Capture
+	if cp.SnapLength < 128 || cp.SnapLength > 65535 {
+		bad("capture.snap_length %d: must be between 128 and 65535", cp.SnapLength)
+	}
+	if cp.BlockSize < 4096 || cp.BlockSize%4096 != 0 {
+		bad("capture.block_size %d: must be a multiple of 4096", cp.BlockSize)
+	}
+	if cp.Blocks < 2 || cp.Blocks > 1024 {
+		bad("capture.blocks %d: must be between 2 and 1024", cp.Blocks)
+	}
+	if cp.BlockTimeout.D() <= 0 || cp.BlockTimeout.D() > 10*time.Second {
+		bad("capture.block_timeout %v: must be positive and at most 10s", cp.BlockTimeout.D())
+	}
+	if cp.QueueBatches < 1 || cp.HoldPackets < 0 || cp.HoldTimeout.D() < 0 {
+		bad("capture.queue_batches must be positive; hold_packets and hold_timeout must not be negative")
+	}
+	if c.Storage.Retention.D() <= 0 {
+		bad("storage.retention must be positive")
+	}
+	if err := c.EngineConfig().Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: %w", ErrConfig, errors.Join(errs...))
+}

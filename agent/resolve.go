@@ -1,0 +1,157 @@
+package agent
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/egresswatch/egresswatch/capture"
+	"github.com/egresswatch/egresswatch/flow"
+	"github.com/egresswatch/egresswatch/workload"
+)
+
+// owner is who an interface's traffic belongs to.
+type owner struct {
+	Identity  workload.Identity
+	Container workload.Container
+}
+
+// ownerLookup finds the owner of a container interface from its peer's
+// network namespace id; ok is false while no container claims it.
+type ownerLookup func(nsid int) (owner, bool)
+
+// ifaceState is what the agent knows of one captured interface.
+type ifaceState struct {
+	index   int
+	name    string
+	nsid    int
+	handle  flow.WorkloadID // 0 while unresolved
+	unknown bool            // attributed to unknown/<interface> after the hold timeout
+	since   time.Time       // when the interface was first seen
+	held    []capture.Packet
+}
+
+// interfaces attributes live packets by the interface they were captured
+// on. Packets of an interface whose container is not known yet are held
+// (bounded) and handed on once it is, so a new container's first packets
+// are not lost. Owned by the engine goroutine.
+type interfaces struct {
+	reg         *workload.Registry
+	lookup      ownerLookup
+	holdMax     int
+	holdTimeout time.Duration
+	byIndex     map[int]*ifaceState
+	handles     map[int]flow.WorkloadID // ifindex → workload, for the hot path
+	heldDropped uint64
+}
+
+func newInterfaces(reg *workload.Registry, lookup ownerLookup, holdMax int, holdTimeout time.Duration) *interfaces {
+	return &interfaces{
+		reg: reg, lookup: lookup, holdMax: holdMax, holdTimeout: holdTimeout,
+		byIndex: make(map[int]*ifaceState), handles: make(map[int]flow.WorkloadID),
+	}
+}
+
+// Resolve implements engine.Resolver: the workload behind the interface
+// sent egress packets and received ingress ones.
+func (in *interfaces) Resolve(p *capture.Packet) (src, dst flow.WorkloadID) {
+	h := in.handles[p.Ifindex]
+	switch p.Dir {
+	case capture.DirEgress:
+		return h, 0
+	case capture.DirIngress:
+		return 0, h
+	}
+	return 0, 0
+}
+
+// add records a new interface and tries to resolve it at once.
+func (in *interfaces) add(index int, name string, nsid int, now time.Time) {
+	if _, ok := in.byIndex[index]; ok {
+		return
+	}
+	st := &ifaceState{index: index, name: name, nsid: nsid, since: now}
+	in.byIndex[index] = st
+	in.resolve(st, now)
+}
+
+// remove forgets an interface. Its flows age out of the table as usual.
+func (in *interfaces) remove(index int) {
+	delete(in.byIndex, index)
+	delete(in.handles, index)
+}
+
+// ready reports whether p can go to the engine now; if not, it is held (its
+// payload copied, since the capture buffer is reused) or, past the bound,
+// dropped and counted.
+func (in *interfaces) ready(p *capture.Packet) bool {
+	if _, ok := in.handles[p.Ifindex]; ok {
+		return true
+	}
+	st := in.byIndex[p.Ifindex]
+	if st == nil {
+		// Captured before discovery reported it: keep it like any other
+		// unresolved interface's packets.
+		st = &ifaceState{index: p.Ifindex, since: p.Time, nsid: -1}
+		in.byIndex[p.Ifindex] = st
+	}
+	if len(st.held) >= in.holdMax {
+		in.heldDropped++
+		return false
+	}
+	q := *p
+	if len(p.Payload) > 0 {
+		q.Payload = append([]byte(nil), p.Payload...)
+	}
+	st.held = append(st.held, q)
+	return false
+}
+
+// resolveAll retries every unresolved interface and returns the packets
+// released by those that resolved, in capture order per interface.
+func (in *interfaces) resolveAll(now time.Time, release func(*capture.Packet)) {
+	for _, st := range in.byIndex {
+		if st.handle != 0 && !st.unknown {
+			continue
+		}
+		if in.resolve(st, now) || st.handle != 0 {
+			for i := range st.held {
+				release(&st.held[i])
+			}
+			st.held = nil
+		}
+	}
+}
+
+// resolve tries to name st's workload; past the hold timeout an interface no
+// container claims becomes unknown/<interface>, still measured. It reports
+// whether st has just been resolved to a container.
+func (in *interfaces) resolve(st *ifaceState, now time.Time) bool {
+	if st.nsid >= 0 && in.lookup != nil {
+		if o, ok := in.lookup(st.nsid); ok {
+			st.handle = in.reg.Intern(o.Identity, o.Container)
+			st.unknown = false
+			in.handles[st.index] = st.handle
+			return true
+		}
+	}
+	if st.handle == 0 && now.Sub(st.since) >= in.holdTimeout {
+		name := st.name
+		if name == "" {
+			name = "ifindex-" + strconv.Itoa(st.index)
+		}
+		st.handle = in.reg.Intern(workload.Identity{Namespace: "unknown", Kind: "interface", Name: name}, workload.Container{})
+		st.unknown = true
+		in.handles[st.index] = st.handle
+	}
+	return false
+}
+
+// pending reports whether any interface still waits for its container.
+func (in *interfaces) pending() bool {
+	for _, st := range in.byIndex {
+		if st.handle == 0 || st.unknown {
+			return true
+		}
+	}
+	return false
+}
