@@ -33,20 +33,12 @@ type Agent struct {
 	reg   *prometheus.Registry
 	store *storage.Store
 	ln    net.Listener
-	feed  feed
+	feed  *liveFeed
 	attr  attribution
 
 	status atomic.Pointer[Status]
 	snap   atomic.Pointer[engineSnapshot]
 	ready  atomic.Bool
-}
-
-// feed is the live capture as the agent uses it: it sends batches of
-// decoded packets and interface events, and counts per interface.
-type feed interface {
-	Run(ctx context.Context, packets chan<- []capture.Packet, links chan<- linkEvent) error
-	Counters() []interfaceCounters
-	Release(batch []capture.Packet)
 }
 
 // linkEvent is a container interface appearing or going away.
@@ -84,9 +76,20 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Agent, error)
 		_ = st.Close()
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, log: log, reg: reg, store: st, ln: ln}
-	a.feed = newLiveFeed(cfg.Capture, log)
-	a.attr = newContainerdAttribution(cfg.Containerd, log)
+	attr, err := newContainerdAttribution(cfg.Containerd, log)
+	if err != nil {
+		_ = st.Close()
+		_ = ln.Close()
+		return nil, fmt.Errorf("%w: containerd: %w", ErrConfig, err)
+	}
+	a := &Agent{cfg: cfg, log: log, reg: reg, store: st, ln: ln, attr: attr}
+	feed, err := newLiveFeed(cfg.Capture, log)
+	if err != nil {
+		_ = st.Close()
+		_ = ln.Close()
+		return nil, fmt.Errorf("%w: capture: %w", ErrConfig, err)
+	}
+	a.feed = feed
 	reg.MustRegister(newCollector(&a.snap, a.feed.Counters))
 	return a, nil
 }
@@ -114,14 +117,13 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	}
 	srv := &server{log: a.log.With("component", "http"), reg: a.reg, status: &a.status, ready: &a.ready, ln: a.ln, alerts: a.store.Anomalies}
 
-	packets := make(chan []capture.Packet, a.cfg.Capture.QueueBatches)
-	links := make(chan linkEvent, 1024)
+	packets := make(chan *capture.Batch, a.cfg.Capture.QueueBatches)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Run(gctx) })
 	g.Go(func() error { return a.attr.Run(gctx) })
-	g.Go(func() error { return a.feed.Run(gctx, packets, links) })
+	g.Go(func() error { return a.feed.Run(gctx, packets) })
 	g.Go(func() error {
-		l := loop{a: a, eng: eng, ifaces: ifaces, act: act, packets: packets, links: links}
+		l := loop{a: a, eng: eng, ifaces: ifaces, act: act, packets: packets, links: a.feed.Links()}
 		return l.run(gctx)
 	})
 	a.log.Info("agent started", "node", a.cfg.NodeName, "listen", a.ln.Addr().String(), "data_dir", a.cfg.DataDir,
@@ -140,7 +142,7 @@ type loop struct {
 	eng     *engine.Engine
 	ifaces  *interfaces
 	act     *activity
-	packets <-chan []capture.Packet
+	packets <-chan *capture.Batch
 	links   <-chan linkEvent
 
 	attrVersion uint64
@@ -157,13 +159,8 @@ func (l *loop) run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return l.shutdown(time.Now())
-		case batch := <-l.packets:
-			for i := range batch {
-				if l.ifaces.ready(&batch[i]) {
-					l.eng.Packet(&batch[i])
-				}
-			}
-			l.a.feed.Release(batch)
+		case b := <-l.packets:
+			l.batch(b)
 		case ev := <-l.links:
 			if ev.Added {
 				l.ifaces.add(ev.Index, ev.Name, ev.NSID, time.Now())
@@ -176,7 +173,24 @@ func (l *loop) run(ctx context.Context) error {
 	}
 }
 
+func (l *loop) batch(b *capture.Batch) {
+	for i := range b.Packets {
+		if l.ifaces.ready(&b.Packets[i]) {
+			l.eng.Packet(&b.Packets[i])
+		}
+	}
+	b.Release()
+}
+
 func (l *loop) tick(now time.Time) {
+	for _, st := range l.ifaces.byIndex {
+		if st.nsid < 0 {
+			// Its link event was missed or came after its first packets.
+			if link, ok := l.a.feed.link(st.index); ok {
+				st.name, st.nsid = link.Name, link.NetNSID
+			}
+		}
+	}
 	if v := l.a.attr.Version(); v != l.attrVersion || l.ifaces.pending() {
 		l.attrVersion = v
 		l.ifaces.resolveAll(now, l.eng.Packet)
@@ -203,13 +217,8 @@ func (l *loop) shutdown(now time.Time) error {
 	l.a.ready.Store(false)
 	for {
 		select {
-		case batch := <-l.packets:
-			for i := range batch {
-				if l.ifaces.ready(&batch[i]) {
-					l.eng.Packet(&batch[i])
-				}
-			}
-			l.a.feed.Release(batch)
+		case b := <-l.packets:
+			l.batch(b)
 			continue
 		default:
 		}
@@ -312,3 +321,6 @@ func LoadProfiles(st *storage.Store) ([]*baseline.Profile, error) {
 	}
 	return ps, nil
 }
+
+// Addr is the address the local API listens on (useful with port 0).
+func (a *Agent) Addr() string { return a.ln.Addr().String() }

@@ -28,9 +28,9 @@ var (
 )
 
 // Defaults of AFPacketConfig. One ring costs BlockSize*NumBlocks bytes of
-// locked kernel memory per interface: 2 MiB by default, which holds about a
-// thousand full-size frames, enough to ride out a scheduling hiccup of the
-// reader on a busy veth while a node with a hundred pods stays under
+// unswappable kernel memory per interface: 2 MiB by default, which holds
+// about a thousand full-size frames, enough to ride out a scheduling hiccup
+// of the reader on a busy veth, while a node with a hundred pods spends
 // 200 MiB.
 const (
 	DefaultBlockSize    = 1 << 18

@@ -1,6 +1,7 @@
 package capture
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -23,14 +24,12 @@ import (
 // TPACKET_ALIGN(sizeof(tpacket3_hdr)) by the struct sockaddr_ll that
 // carries the packet type.
 const (
-	blockStatusOff     = 8  // tpacket_block_desc.hdr.bh1.block_status
-	blockNumPktsOff    = 12 // .num_pkts
-	blockFirstPktOff   = 16 // .offset_to_first_pkt
-	sllOffsetInPkt     = 48 // TPACKET_ALIGN(sizeof(struct tpacket3_hdr))
-	sllPktTypeOff      = 10 // sockaddr_ll.sll_pkttype
-	ringFrameSize      = 2048
-	ethPAll            = 0x0300 // htons(ETH_P_ALL) on little- and big-endian hosts alike, see htons below
-	socketErrorOnWaken = true
+	blockStatusOff   = 8  // tpacket_block_desc.hdr.bh1.block_status
+	blockNumPktsOff  = 12 // .num_pkts
+	blockFirstPktOff = 16 // .offset_to_first_pkt
+	sllOffsetInPkt   = 48 // TPACKET_ALIGN(sizeof(struct tpacket3_hdr))
+	sllPktTypeOff    = 10 // sockaddr_ll.sll_pkttype
+	ringFrameSize    = 2048
 )
 
 // AFPacket reads the frames of one interface from a TPACKET_V3 ring mapped
@@ -102,10 +101,12 @@ func (r *ringResources) release() error {
 	return err
 }
 
-// htons converts a 16-bit value to network byte order.
+// htons returns the value whose in-memory bytes are v in network order,
+// as sockaddr_ll's protocol field wants.
 func htons(v uint16) uint16 {
-	b := [2]byte{byte(v >> 8), byte(v)}
-	return *(*uint16)(unsafe.Pointer(&b[0]))
+	var b [2]byte
+	binary.BigEndian.PutUint16(b[:], v)
+	return binary.NativeEndian.Uint16(b[:])
 }
 
 // OpenAFPacket opens a ring on cfg.Ifindex. The socket is created without a

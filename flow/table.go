@@ -268,12 +268,23 @@ func (t *Table) create(k Key, p *capture.Packet, fromWorkload bool, now int64) i
 	}
 	t.index[k] = idx
 	t.stats.Created++
-	if f.Outbound {
+	if f.Outbound && destinationLike(k.Remote()) {
 		t.settle = append(t.settle, settleEntry{idx: idx, gen: gen, due: now + int64(t.cfg.SettleAfter)})
 	} else {
+		// Nothing to report: the workload did not open it, or the remote
+		// end is link-local or multicast housekeeping (neighbour discovery,
+		// mDNS, DHCP), which says nothing about where the workload goes.
+		// Its bytes still count in the intervals.
 		f.settled = true
 	}
 	return idx
+}
+
+// destinationLike reports whether traffic to a can be a destination in a
+// baseline: anything but multicast, broadcast and link-local addresses.
+func destinationLike(a netip.Addr) bool {
+	return !(a.IsMulticast() || a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() ||
+		a.IsInterfaceLocalMulticast() || a.IsUnspecified() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}))
 }
 
 // openedByWorkload decides whether the workload opened a flow from its first

@@ -285,3 +285,17 @@ func BenchmarkFlowUpdate(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns/packet")
 }
+
+func TestHousekeepingIsNoDestination(t *testing.T) {
+	for _, dst := range []string{"ff02::2", "224.0.0.251", "255.255.255.255", "fe80::1", "169.254.169.254"} {
+		tb := newTestTable(t, nil)
+		tb.Update(pkt(0, wlAddr, netip.MustParseAddr(dst), 5353, 5353, 17, 0, 80, []byte{0}), wl, true)
+		tb.SettleDue(t0.Add(time.Minute))
+		if c := tb.TakeConnections(); len(c) != 0 {
+			t.Errorf("%s reported as a destination: %+v", dst, c)
+		}
+		if ivs := tb.Flush(t0.Add(time.Minute)); len(ivs) != 1 || ivs[0].BytesOut != 80 {
+			t.Errorf("%s: bytes not counted: %+v", dst, ivs)
+		}
+	}
+}

@@ -7,6 +7,7 @@
 #   scripts/testenv.sh install   install what is missing (as root)
 #   scripts/testenv.sh check     exit 0 when everything is in place
 #   scripts/testenv.sh clean     remove what a killed test run may have left
+#                                (only while no such test runs)
 #
 # crictl is built into $EGRESSWATCH_BIN (default $HOME/.cache/egresswatch/bin),
 # where internal/testenv looks for it.
@@ -90,19 +91,49 @@ cmd_check() {
 # have left: daemons started from a testenv config, their mounts, the test
 # bridge and the forwarding guard. It touches nothing else.
 cmd_clean() {
-  local pid mnt
+  local pid mnt arg prev ns id addr root
   for pid in $(pgrep -f 'containerd --config .*/ewt-containerd-[^/]*/config.toml' || true); do
     kill "$pid" 2>/dev/null || true
   done
   for pid in $(pgrep -f 'containerd-shim-runc-v2 .*-address .*/ewt-containerd-' || true); do
+    # The shim's socket path is fixed by containerd: sha256 of
+    # "<address>/<namespace>/<id>" under /run/containerd/s.
+    ns="" id="" addr="" prev=""
+    while IFS= read -r -d '' arg; do
+      case "$prev" in
+        -namespace) ns=$arg ;;
+        -id) id=$arg ;;
+        -address) addr=$arg ;;
+      esac
+      prev=$arg
+    done <"/proc/$pid/cmdline" || true
     kill -9 "$pid" 2>/dev/null || true
+    if [ -n "$ns" ] && [ -n "$id" ] && [ -n "$addr" ]; then
+      rm -f "/run/containerd/s/$(printf '%s' "$addr/$ns/$id" | sha256sum | cut -d' ' -f1)"
+    fi
+  done
+  # Containers the killed daemon's shims left running.
+  for root in /tmp/ewt-containerd-*/runc/*; do
+    [ -d "$root" ] || continue
+    for id in $(runc --root "$root" list -q 2>/dev/null || true); do
+      runc --root "$root" delete --force "$id" 2>/dev/null || true
+      rm -f /var/lib/cni/results/*-"$id"-*
+    done
   done
   # Deepest first, so nested mounts go before their parents.
-  awk '{print $5}' /proc/self/mountinfo | grep '/ewt-containerd-' | sort -r | while read -r mnt; do
+  awk '{print $5}' /proc/self/mountinfo | { grep '/ewt-containerd-' || true; } | sort -r | while read -r mnt; do
     umount -l "$mnt" 2>/dev/null || true
   done
+  # The containers' cgroup parents, once runc has removed the containers.
+  for mnt in /sys/fs/cgroup/ewt-containerd-* /sys/fs/cgroup/*/ewt-containerd-*; do
+    if [ -d "$mnt" ]; then rmdir "$mnt" 2>/dev/null || true; fi
+  done
   ip link del "$BRIDGE" 2>/dev/null || true
-  while iptables -D FORWARD -i "$BRIDGE" -o eth0 -j DROP 2>/dev/null; do :; done
+  while iptables -w -D FORWARD -i "$BRIDGE" -o eth0 -j DROP 2>/dev/null; do :; done
+  rm -f /var/lib/cni/results/egresswatch-test-*
+  rm -rf /tmp/ewt-containerd-*
+  # Directories containerd and libcni made, when nothing else uses them.
+  rmdir /run/containerd/s /run/containerd /var/lib/cni/results /var/lib/cni 2>/dev/null || true
   echo "testenv: clean"
 }
 

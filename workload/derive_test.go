@@ -246,3 +246,22 @@ func FuzzDeriveWorkload(f *testing.F) {
 		}
 	})
 }
+
+// FuzzImageRepoName checks that an image reference of any shape yields a
+// name with no registry, path, tag or digest left in it.
+func FuzzImageRepoName(f *testing.F) {
+	for _, s := range []string{
+		"docker.io/library/nginx:1.25", "localhost:5000/team/api@sha256:00", "redis", "sha256:0123", "", ":", "a/b:c@d",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, ref string) {
+		got := imageRepoName(ref)
+		if strings.ContainsAny(got, "/@:") {
+			t.Fatalf("imageRepoName(%q) = %q", ref, got)
+		}
+		if len(got) > len(ref) {
+			t.Fatalf("imageRepoName(%q) = %q grew", ref, got)
+		}
+	})
+}

@@ -16,8 +16,18 @@ import (
 // concurrent use.
 type Static struct {
 	prefixes []staticPrefix
-	byAddr   map[netip.Addr]flow.WorkloadID
+	byAddr   map[[16]byte]flow.WorkloadID // keyed by the 16-byte form: hashed as one block
+	// recent remembers the last two answers: consecutive packets mostly
+	// join the same two addresses, so this skips most map lookups.
+	recent [2]cached
+	next   int
 	reg      *Registry
+}
+
+type cached struct {
+	addr  [16]byte
+	id    flow.WorkloadID
+	valid bool
 }
 
 type staticPrefix struct {
@@ -62,7 +72,7 @@ func ParseMapping(s string) (netip.Prefix, Identity, error) {
 // NewStatic returns a resolver for the given prefixes (most specific wins).
 // With none, private addresses become workloads one by one.
 func NewStatic(reg *Registry, mappings map[netip.Prefix]Identity) *Static {
-	s := &Static{reg: reg, byAddr: make(map[netip.Addr]flow.WorkloadID)}
+	s := &Static{reg: reg, byAddr: make(map[[16]byte]flow.WorkloadID)}
 	for p, id := range mappings {
 		s.prefixes = append(s.prefixes, staticPrefix{prefix: p, id: reg.Intern(id, Container{})})
 	}
@@ -81,7 +91,14 @@ func (s *Static) Resolve(p *capture.Packet) (src, dst flow.WorkloadID) {
 }
 
 func (s *Static) lookup(a netip.Addr) flow.WorkloadID {
-	if id, ok := s.byAddr[a]; ok {
+	k := a.As16()
+	for i := range s.recent {
+		if c := &s.recent[i]; c.valid && c.addr == k {
+			return c.id
+		}
+	}
+	if id, ok := s.byAddr[k]; ok {
+		s.remember(k, id)
 		return id
 	}
 	var id flow.WorkloadID
@@ -98,9 +115,15 @@ func (s *Static) lookup(a netip.Addr) flow.WorkloadID {
 	// Remember misses too, but only up to a bound: a scan of random
 	// addresses must not grow the cache without limit.
 	if len(s.byAddr) < 1<<16 {
-		s.byAddr[a] = id
+		s.byAddr[k] = id
 	}
+	s.remember(k, id)
 	return id
+}
+
+func (s *Static) remember(k [16]byte, id flow.WorkloadID) {
+	s.recent[s.next] = cached{addr: k, id: id, valid: true}
+	s.next ^= 1
 }
 
 func isPrivate(a netip.Addr) bool {

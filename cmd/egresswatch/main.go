@@ -65,6 +65,8 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	})
 	root.AddCommand(
+		newRunCommand(g),
+		newStatusCommand(g),
 		newReplayCommand(g),
 		newBaselineCommand(g),
 		newAlertsCommand(g),

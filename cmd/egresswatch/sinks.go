@@ -1,13 +1,10 @@
 package main
 
 import (
-	"encoding/json"
-	"fmt"
 
 	"github.com/egresswatch/egresswatch/baseline"
 	"github.com/egresswatch/egresswatch/detect"
 	"github.com/egresswatch/egresswatch/engine"
-	"github.com/egresswatch/egresswatch/storage"
 )
 
 // memorySink keeps anomalies for printing at the end of a replay.

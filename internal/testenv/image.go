@@ -145,7 +145,7 @@ func busyboxLayer(busybox []byte) ([]byte, error) {
 	}
 	// Name lookups inside test containers go to the host's test resolver
 	// or fail; they must never reach the machine's own resolver.
-	etc := map[string]string{
+	etc := map[string]string{ //nolint:gosec // G101: a passwd file without secrets
 		"etc/passwd": "root:x:0:0:root:/root:/bin/sh\n",
 		"etc/group":  "root:x:0:\n",
 		"etc/hosts":  "127.0.0.1 localhost\n",

@@ -108,10 +108,10 @@ func setupNetwork(t testing.TB, c *Containerd) error {
 	if err != nil {
 		return fmt.Errorf("encode conflist: %w", err)
 	}
-	if err := os.MkdirAll(c.CNIConfDir, 0o755); err != nil {
+	if err := os.MkdirAll(c.CNIConfDir, 0o750); err != nil {
 		return fmt.Errorf("make CNI conf dir: %w", err)
 	}
-	if err := os.WriteFile(filepath.Join(c.CNIConfDir, "10-"+NetworkName+".conflist"), b, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(c.CNIConfDir, "10-"+NetworkName+".conflist"), b, 0o600); err != nil {
 		return fmt.Errorf("write conflist: %w", err)
 	}
 	return nil
@@ -121,6 +121,14 @@ func setupNetwork(t testing.TB, c *Containerd) error {
 // a pod removed without its daemon leaves behind.
 func removeCNICache() {
 	matches, _ := filepath.Glob(filepath.Join(cniCacheDir, NetworkName+"-*"))
+	for _, m := range matches {
+		_ = os.Remove(m)
+	}
+}
+
+// removeCNICacheOf removes every cached result of one container.
+func removeCNICacheOf(id string) {
+	matches, _ := filepath.Glob(filepath.Join(cniCacheDir, "*-"+id+"-*"))
 	for _, m := range matches {
 		_ = os.Remove(m)
 	}
@@ -207,7 +215,7 @@ func (c *Containerd) cniCall(ctx context.Context, command, containerID, netnsPat
 	if err != nil {
 		return cniResult{}, fmt.Errorf("encode CNI config: %w", err)
 	}
-	cmd := exec.CommandContext(ctx, filepath.Join(cniBinDir, "bridge"))
+	cmd := exec.CommandContext(ctx, filepath.Join(cniBinDir, "bridge")) //nolint:gosec // G204: a fixed plugin path
 	cmd.Env = []string{
 		"CNI_COMMAND=" + command,
 		"CNI_CONTAINERID=" + containerID,
@@ -235,7 +243,8 @@ func (c *Containerd) cniCall(ctx context.Context, command, containerID, netnsPat
 func run(name string, args ...string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
+	// Test helpers run the tools the tests name.
+	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput() //nolint:gosec // G204: see above
 	if err != nil {
 		return fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
 	}

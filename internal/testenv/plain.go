@@ -55,7 +55,7 @@ func (c *Containerd) RunCtrContainer(t testing.TB, name string, labels map[strin
 		client.WithImage(img),
 		client.WithNewSnapshot(name+"-snapshot", img),
 		client.WithRuntime("io.containerd.runc.v2", &options.Options{Root: c.RuncRoot}),
-		client.WithNewSpec(oci.WithImageConfig(img), oci.WithProcessArgs(cmd...), oci.WithHostname(name)),
+		client.WithNewSpec(oci.WithImageConfig(img), oci.WithProcessArgs(cmd...), oci.WithHostname(name), oci.WithCgroup(c.CgroupParent+"/"+name)),
 		client.WithContainerLabels(labels),
 	)
 	if err != nil {
@@ -102,11 +102,15 @@ func (c *Containerd) RemoveCtrContainer(t testing.TB, id string) {
 func (c *Containerd) removePlain(id string) error {
 	c.mu.Lock()
 	known := c.plain[id]
-	delete(c.plain, id)
 	c.mu.Unlock()
 	if !known || !c.Running() {
-		return nil // already removed, or teardown deals with it
+		return nil // already removed, or teardown removes it
 	}
+	defer func() {
+		c.mu.Lock()
+		delete(c.plain, id)
+		c.mu.Unlock()
+	}()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	cl, err := client.New(c.Socket, client.WithDefaultNamespace(PlainNamespace))

@@ -82,7 +82,7 @@ func (c *Containerd) RunPod(t testing.TB, spec PodSpec) Pod {
 		spec.DNSServers = []string{GatewayIP}
 	}
 	logDir := filepath.Join(c.Dir, "pods", spec.Namespace+"_"+spec.Name+"_"+spec.UID)
-	if err := os.MkdirAll(logDir, 0o755); err != nil {
+	if err := os.MkdirAll(logDir, 0o750); err != nil {
 		t.Fatalf("pod log dir: %v", err)
 	}
 
@@ -105,7 +105,7 @@ func (c *Containerd) RunPod(t testing.TB, spec PodSpec) Pod {
 			"kubernetes.io/config.source": "api",
 			"kubernetes.io/config.seen":   time.Now().UTC().Format(time.RFC3339Nano),
 		},
-		"linux": map[string]any{},
+		"linux": map[string]any{"cgroup_parent": c.CgroupParent},
 	}
 	podPath := filepath.Join(logDir, "pod.json")
 	if err := writeJSON(podPath, podCfg); err != nil {
@@ -243,7 +243,7 @@ func writeJSON(path string, v any) error {
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", filepath.Base(path), err)
 	}
-	if err := os.WriteFile(path, b, 0o644); err != nil {
+	if err := os.WriteFile(path, b, 0o600); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil

@@ -15,6 +15,8 @@ package testenv
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -45,17 +47,22 @@ const (
 	lockPath      = "/tmp/egresswatch-testenv.lock"
 )
 
-// Containerd is a running test daemon. Its methods may be called from the
-// test's goroutine only.
+// Containerd is a running test daemon. Its methods are safe for concurrent
+// use, but those taking a testing.TB end the test with t.Fatal on failure
+// and so belong on that test's goroutine.
 type Containerd struct {
 	Dir        string // everything of this daemon lives under it
 	Socket     string // gRPC socket
 	ConfigPath string
 	RuncRoot   string
 	CNIConfDir string
+	// CgroupParent holds the cgroups of every container, so none lands
+	// in the shared hierarchies' k8s.io or default groups.
+	CgroupParent string
 
-	crictl string
-	log    string // daemon's stdout and stderr
+	crictl   string
+	log      string // daemon's stdout and stderr
+	imported bool   // images are in, so a restart waits for CRI; set once before any concurrent use
 
 	mu     sync.Mutex // guards the fields below
 	cmd    *exec.Cmd
@@ -129,17 +136,20 @@ func StartContainerd(t testing.TB) *Containerd {
 		t.Fatalf("make test directory: %v", err)
 	}
 	c := &Containerd{
-		Dir:        dir,
-		Socket:     filepath.Join(dir, "containerd.sock"),
-		ConfigPath: filepath.Join(dir, "config.toml"),
-		RuncRoot:   filepath.Join(dir, "runc"),
-		CNIConfDir: filepath.Join(dir, "net.d"),
-		crictl:     crictlPath(),
-		log:        filepath.Join(dir, "containerd.log"),
-		plain:      make(map[string]bool),
+		Dir:          dir,
+		Socket:       filepath.Join(dir, "containerd.sock"),
+		ConfigPath:   filepath.Join(dir, "config.toml"),
+		RuncRoot:     filepath.Join(dir, "runc"),
+		CNIConfDir:   filepath.Join(dir, "net.d"),
+		CgroupParent: "/" + filepath.Base(dir),
+		crictl:       crictlPath(),
+		log:          filepath.Join(dir, "containerd.log"),
+		plain:        make(map[string]bool),
 	}
 	// Cleanups run last-registered first: the daemon and its containers
-	// go, then the network, then the directory.
+	// go, then the network, then the directory and the empty directories
+	// containerd and libcni made outside it.
+	t.Cleanup(removeNewEmptyDirs(sharedDirs()))
 	t.Cleanup(func() {
 		if err := os.RemoveAll(dir); err != nil {
 			t.Logf("remove %s: %v", dir, err)
@@ -154,6 +164,7 @@ func StartContainerd(t testing.TB) *Containerd {
 	}
 	c.Start(t)
 	c.importImages(t)
+	c.imported = true
 	c.waitCRI(t)
 	return c
 }
@@ -237,7 +248,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 }
 
 // Start starts the daemon (again, after Stop) and waits until its socket
-// answers. Containers started before a Stop are still running: their shims
+// answers and, on a restart, until CRI is ready. Containers started before a Stop are still running: their shims
 // outlive the daemon, as they do when a node's containerd restarts.
 func (c *Containerd) Start(t testing.TB) {
 	t.Helper()
@@ -250,7 +261,7 @@ func (c *Containerd) Start(t testing.TB) {
 	if err != nil {
 		t.Fatalf("open containerd log: %v", err)
 	}
-	cmd := exec.Command(containerdBin, "--config", c.ConfigPath)
+	cmd := exec.Command(containerdBin, "--config", c.ConfigPath) //nolint:gosec // G204: the test's own config file
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// The daemon dies with the test binary; its shims do not, and
 	// `scripts/testenv.sh clean` finds them.
@@ -272,7 +283,7 @@ func (c *Containerd) Start(t testing.TB) {
 		conn, err := net.DialTimeout("unix", c.Socket, time.Second)
 		if err == nil {
 			_ = conn.Close()
-			return
+			break
 		}
 		select {
 		case <-exited:
@@ -283,6 +294,9 @@ func (c *Containerd) Start(t testing.TB) {
 			t.Fatalf("containerd socket %s did not answer in 30s: %v; log:\n%s", c.Socket, err, c.tail())
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+	if c.imported {
+		c.waitCRI(t)
 	}
 }
 
@@ -337,7 +351,7 @@ func (c *Containerd) tail() string {
 // Ctr runs ctr against this daemon and returns its output.
 func (c *Containerd) Ctr(ctx context.Context, args ...string) (string, error) {
 	full := append([]string{"--address", c.Socket}, args...)
-	out, err := exec.CommandContext(ctx, ctrBin, full...).CombinedOutput()
+	out, err := exec.CommandContext(ctx, ctrBin, full...).CombinedOutput() //nolint:gosec // G204: arguments come from the tests
 	if err != nil {
 		return string(out), fmt.Errorf("ctr %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
 	}
@@ -347,7 +361,7 @@ func (c *Containerd) Ctr(ctx context.Context, args ...string) (string, error) {
 // Crictl runs crictl against this daemon and returns its standard output.
 func (c *Containerd) Crictl(ctx context.Context, args ...string) (string, error) {
 	full := append([]string{"--config", filepath.Join(c.Dir, "crictl.yaml")}, args...)
-	cmd := exec.CommandContext(ctx, c.crictl, full...)
+	cmd := exec.CommandContext(ctx, c.crictl, full...) //nolint:gosec // G204: arguments come from the tests
 	cmd.Env = append(os.Environ(), "CONTAINER_RUNTIME_ENDPOINT=unix://"+c.Socket, "IMAGE_SERVICE_ENDPOINT=unix://"+c.Socket)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
@@ -417,6 +431,7 @@ func (c *Containerd) teardown(t testing.TB) {
 	if err := unmountUnder(c.Dir); err != nil {
 		t.Logf("unmount: %v", err)
 	}
+	c.removeCgroups()
 }
 
 // hasContainers reports whether runc still knows containers of this
@@ -444,6 +459,9 @@ func (c *Containerd) killLeftovers(t testing.TB) {
 			if err := run(runcBin, "--root", root, "delete", "--force", id.Name()); err != nil {
 				t.Logf("runc delete: %v", err)
 			}
+			// The CRI plugin's loopback network result of a sandbox
+			// that was never torn down.
+			removeCNICacheOf(id.Name())
 		}
 	}
 	procs, _ := os.ReadDir("/proc")
@@ -459,7 +477,33 @@ func (c *Containerd) killLeftovers(t testing.TB) {
 		}
 		t.Logf("killing leftover shim %d", pid)
 		_ = syscall.Kill(pid, syscall.SIGKILL)
+		if sock := shimSocket(cmdline); sock != "" {
+			_ = os.Remove(sock)
+		}
 	}
+}
+
+// shimSocket is where a runc v2 shim with this command line listens: the
+// path is fixed by containerd, not by its config, and a killed shim leaves
+// the socket behind.
+func shimSocket(cmdline []byte) string {
+	args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
+	var ns, id, addr string
+	for i := 0; i+1 < len(args); i++ {
+		switch args[i] {
+		case "-namespace":
+			ns = args[i+1]
+		case "-id":
+			id = args[i+1]
+		case "-address":
+			addr = args[i+1]
+		}
+	}
+	if ns == "" || id == "" || addr == "" {
+		return ""
+	}
+	sum := sha256.Sum256([]byte(filepath.Join(addr, ns, id)))
+	return filepath.Join("/run/containerd/s", hex.EncodeToString(sum[:]))
 }
 
 // unmountUnder detaches every mount below dir, deepest first, so removing
@@ -489,4 +533,44 @@ func unmountUnder(dir string) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// sharedDirs are directories outside Dir that the daemon, its shims or
+// libcni create whatever their configuration says, and the test's cgroup
+// parents. Only those that did not exist before the test are removed, and
+// only when empty.
+func sharedDirs() []string {
+	return []string{"/run/containerd/s", "/run/containerd", cniCacheDir, "/var/lib/cni"}
+}
+
+func removeNewEmptyDirs(dirs []string) func() {
+	var fresh []string
+	for _, d := range dirs {
+		if _, err := os.Stat(d); errors.Is(err, os.ErrNotExist) {
+			fresh = append(fresh, d)
+		}
+	}
+	return func() {
+		for _, d := range fresh {
+			_ = os.Remove(d) // fails, as it should, when not empty
+		}
+	}
+}
+
+// removeCgroups removes the test's cgroup parent from every hierarchy.
+// runc has removed the containers' own groups by then; a group still in
+// use is left (rmdir fails).
+func (c *Containerd) removeCgroups() {
+	groups, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", c.CgroupParent))
+	if g := filepath.Join("/sys/fs/cgroup", c.CgroupParent); dirExists(g) {
+		groups = append(groups, g)
+	}
+	for _, g := range groups {
+		_ = os.Remove(g)
+	}
+}
+
+func dirExists(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.IsDir()
 }
