@@ -24,8 +24,11 @@ func (c *containerdAttribution) Run(ctx context.Context) error { return c.a.Run(
 func (c *containerdAttribution) Version() uint64               { return c.a.Version() }
 
 func (c *containerdAttribution) State() string {
-	if c.a.Synced() {
+	switch {
+	case c.a.Connected():
 		return "connected"
+	case c.a.Synced():
+		return "disconnected (retrying; last known containers kept)"
 	}
 	return "not connected (retrying)"
 }

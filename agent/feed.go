@@ -44,8 +44,10 @@ func (f *liveFeed) onLink(ev capture.LinkEvent) {
 	}
 }
 
-func (f *liveFeed) Run(ctx context.Context, out chan<- *capture.Batch) error { return f.lc.Run(ctx, out) }
-func (f *liveFeed) Links() <-chan linkEvent                                  { return f.links }
+func (f *liveFeed) Run(ctx context.Context, out chan<- *capture.Batch) error {
+	return f.lc.Run(ctx, out)
+}
+func (f *liveFeed) Links() <-chan linkEvent { return f.links }
 
 // link returns what capture knows of an interface, for one whose event was
 // missed.
@@ -64,7 +66,7 @@ func (f *liveFeed) Counters() []interfaceCounters {
 	out := make([]interfaceCounters, 0, len(stats))
 	for _, s := range stats {
 		ic := interfaceCounters{
-			name: s.Link.Name, index: s.Link.Index, active: s.Running,
+			name: s.Link.Name, index: s.Link.Index, active: s.Running && !s.Started.IsZero(),
 			packets: s.Frames, bytes: s.Bytes, kernelDrops: s.Kernel.Drops, queueDrops: s.UserDrops,
 			decodeDrops: map[string]uint64{},
 		}

@@ -81,10 +81,12 @@ func (e *Engine) connections() {
 			continue
 		}
 		now := c.Time
-		p := e.profile(now, ent.Identity.Key())
+		p := e.profile(c.Opened, ent.Identity.Key())
 		e.advanceProfiles(now)
 		d := e.destination(c.Name, c.Remote.Addr(), c.Remote.Port(), c.Proto)
-		if p.State == baseline.StateLearning {
+		// A connection opened while the profile was learning is learned,
+		// even when it is reported (named) just after learning ended.
+		if p.State == baseline.StateLearning || c.Opened.Before(p.MonitoringSince) {
 			p.ObserveConnection(now, d, true)
 			continue
 		}

@@ -21,7 +21,7 @@ type Static struct {
 	// join the same two addresses, so this skips most map lookups.
 	recent [2]cached
 	next   int
-	reg      *Registry
+	reg    *Registry
 }
 
 type cached struct {

@@ -1,7 +1,6 @@
 package main
 
 import (
-
 	"github.com/egresswatch/egresswatch/baseline"
 	"github.com/egresswatch/egresswatch/detect"
 	"github.com/egresswatch/egresswatch/engine"
