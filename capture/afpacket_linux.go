@@ -414,12 +414,18 @@ func (a *AFPacket) checkGoneFd(fd int) error {
 }
 
 // pending reports whether a read would return a frame without waiting.
-// Only the reading goroutine may call it.
+// Only the reading goroutine may call it; like a read, it marks the ring as
+// in use by the reader.
 func (a *AFPacket) pending() bool {
 	if a.left > 0 {
 		return true
 	}
-	if !a.active || a.closed.Load() {
+	if !a.active {
+		if a.activate() != nil {
+			return false
+		}
+	}
+	if a.closed.Load() {
 		return false
 	}
 	b := a.block

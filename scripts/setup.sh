@@ -16,4 +16,11 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
   fi
 fi
+# containerd, runc, CNI plugins, dnsmasq, busybox and crictl for the live
+# end-to-end tests.
+if [ "$(id -u)" -eq 0 ]; then
+  bash "$(dirname "$0")/testenv.sh" install
+else
+  echo "setup: not root: the containerd and network namespace tests will skip" >&2
+fi
 echo "setup: ok"
