@@ -146,6 +146,7 @@ type loop struct {
 	links   <-chan linkEvent
 
 	attrVersion uint64
+	drops       uint64 // kernel and queue drops summed over interfaces at the last tick
 	lastSave    time.Time
 	lastPrune   time.Time
 }
@@ -195,6 +196,15 @@ func (l *loop) tick(now time.Time) {
 		l.attrVersion = v
 		l.ifaces.resolveAll(now, l.eng.Packet)
 	}
+	var drops uint64
+	for _, c := range l.a.feed.Counters() {
+		drops += c.kernelDrops + c.queueDrops
+	}
+	if drops > l.drops {
+		// Anomalies of this window rest on partial evidence: they say so.
+		l.eng.CaptureDropping()
+	}
+	l.drops = drops
 	l.eng.Advance(now)
 	if now.Sub(l.lastSave) >= time.Minute {
 		l.lastSave = now

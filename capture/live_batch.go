@@ -8,6 +8,10 @@ import (
 	"time"
 )
 
+// ErrAlreadyRunning: Run was called while another Run of the same
+// LiveCapture was in progress.
+var ErrAlreadyRunning = errors.New("live capture already running")
+
 // Defaults of LiveConfig.
 const (
 	DefaultBatchSize     = 256

@@ -13,10 +13,6 @@ import (
 	"golang.org/x/net/bpf"
 )
 
-// ErrAlreadyRunning: Run was called while another Run of the same
-// LiveCapture was in progress.
-var ErrAlreadyRunning = errors.New("live capture already running")
-
 // LiveCapture captures on every container veth of the node: a Discovery
 // reports the links, and each gets a reader goroutine with its own ring and
 // Decoder. Readers decode into Batches of packets (Dir and Ifindex set,
