@@ -282,8 +282,10 @@ func (a *AFPacket) fail(err error) ([]byte, gopacket.CaptureInfo, Direction, err
 	a.mu.Lock()
 	a.readerActive = false
 	if a.closeCalled {
-		a.releaseLocked()
 		err = ErrClosed
+		if rerr := a.releaseLocked(); rerr != nil {
+			err = fmt.Errorf("%w: %w", ErrClosed, rerr)
+		}
 	}
 	a.mu.Unlock()
 	return nil, gopacket.CaptureInfo{}, DirUnknown, err

@@ -412,7 +412,9 @@ func TestAFPacketFilterInKernel(t *testing.T) {
 			want = append(want, testFrame{name: f.name, data: view, want: v})
 		}
 	}
-	fromTest := func(data []byte) bool { return len(data) >= 12 && net.HardwareAddr(data[6:12]).String() == testMACa.String() }
+	fromTest := func(data []byte) bool {
+		return len(data) >= 12 && net.HardwareAddr(data[6:12]).String() == testMACa.String()
+	}
 	var got [][]byte
 	var lens []int
 	deadline := time.Now().Add(3 * time.Second)

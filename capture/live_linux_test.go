@@ -189,7 +189,9 @@ func TestLiveCapture(t *testing.T) {
 				t.Errorf("packet %v>%v reported %v", p.Src, p.Dst, p.Dir)
 			}
 		}
-		udp := matching(ps, func(p livePacket) bool { return p.Proto == protoUDP && (p.SrcPort == hostPort || p.DstPort == hostPort) })
+		udp := matching(ps, func(p livePacket) bool {
+			return p.Proto == protoUDP && (p.SrcPort == hostPort || p.DstPort == hostPort)
+		})
 		if len(udp) != 2 || udp[0].Dir != DirEgress || udp[0].SrcPort != peerPort || udp[1].Dir != DirIngress ||
 			udp[0].IPLength != 20+8+100 || udp[1].IPLength != 20+8+200 {
 			t.Errorf("UDP exchange delivered %+v", udp)

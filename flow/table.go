@@ -283,8 +283,9 @@ func (t *Table) create(k Key, p *capture.Packet, fromWorkload bool, now int64) i
 // destinationLike reports whether traffic to a can be a destination in a
 // baseline: anything but multicast, broadcast and link-local addresses.
 func destinationLike(a netip.Addr) bool {
-	return !(a.IsMulticast() || a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() ||
-		a.IsInterfaceLocalMulticast() || a.IsUnspecified() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}))
+	housekeeping := a.IsMulticast() || a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() ||
+		a.IsInterfaceLocalMulticast() || a.IsUnspecified() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255})
+	return !housekeeping
 }
 
 // openedByWorkload decides whether the workload opened a flow from its first

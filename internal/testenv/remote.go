@@ -196,8 +196,8 @@ func removeDeadRemoteLinks(t testing.TB) {
 	}
 }
 
-// startDNS runs dnsmasq in the namespace, authoritative for spec.Records
-// and nothing else (no upstream, no hosts file, no configuration file), and
+// startDNS runs dnsmasq in the namespace, answering for spec.Records and
+// nothing else (no upstream, no hosts file, no configuration file), and
 // waits until it answers.
 func (r *Remote) startDNS(t testing.TB, spec RemoteSpec) {
 	t.Helper()
@@ -219,7 +219,9 @@ func (r *Remote) startDNS(t testing.TB, spec RemoteSpec) {
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		args = append(args, "--address=/"+n+"/"+spec.Records[n].String())
+		// --local makes the name's other types (AAAA) answer "no data"
+		// rather than be refused for want of an upstream.
+		args = append(args, "--local=/"+n+"/", "--address=/"+n+"/"+spec.Records[n].String())
 	}
 	// ip netns exec enters the namespace and execs dnsmasq: one process.
 	cmd := exec.Command("ip", args...) //nolint:gosec // G204: the test's own arguments
