@@ -136,7 +136,7 @@ func TestE2EContainerdPods(t *testing.T) {
 	}()
 	defer func() {
 		if t.Failed() && running {
-			dumpE2E(t, a, remote)
+			dumpE2E(t, a, remote, targets)
 		}
 	}()
 
@@ -287,7 +287,7 @@ func TestE2EContainerdPods(t *testing.T) {
 	}
 
 	if t.Failed() {
-		dumpE2E(t, a, remote)
+		dumpE2E(t, a, remote, targets)
 	}
 	running = false
 	cancel()
@@ -410,9 +410,13 @@ func recordLine(r engine.IntervalRecord) string {
 }
 
 // dumpE2E logs what the agent had seen, for a failure's message.
-func dumpE2E(t *testing.T, a *Agent, remote *testenv.Remote) {
+func dumpE2E(t *testing.T, a *Agent, remote *testenv.Remote, targets []*e2eTarget) {
 	t.Helper()
 	var b strings.Builder
+	b.WriteString("workloads expected:\n")
+	for _, tg := range targets {
+		fmt.Fprintf(&b, "  %s: %s pod=%q ctr=%.12s veth ifindex %d\n", tg.label, tg.workload.Key(), tg.pod, tg.containerID, tg.ifindex)
+	}
 	b.WriteString("interval records:\n")
 	docs, err := a.store.Intervals(time.Time{}, time.Time{}, 0)
 	if err != nil {

@@ -36,7 +36,9 @@ func newLiveFeed(cfg CaptureConfig, log *slog.Logger) (*liveFeed, error) {
 }
 
 func (f *liveFeed) onLink(ev capture.LinkEvent) {
-	le := linkEvent{Added: ev.Kind == capture.LinkAdded, Index: ev.Link.Index, Name: ev.Link.Name, NSID: ev.Link.NetNSID}
+	// A changed link (renamed, peer moved) is re-added: the interfaces view
+	// then takes its new name and namespace.
+	le := linkEvent{Added: ev.Kind != capture.LinkRemoved, Index: ev.Link.Index, Name: ev.Link.Name, NSID: ev.Link.NetNSID}
 	select {
 	case f.links <- le:
 	default:

@@ -66,7 +66,17 @@ func (in *interfaces) Resolve(p *capture.Packet) (src, dst flow.WorkloadID) {
 
 // add records a new interface and tries to resolve it at once.
 func (in *interfaces) add(index int, name string, nsid int, now time.Time) {
-	if _, ok := in.byIndex[index]; ok {
+	if st, ok := in.byIndex[index]; ok {
+		if st.nsid == nsid && st.name == name {
+			return
+		}
+		// Renamed or moved to another namespace: resolve it afresh.
+		st.name, st.nsid = name, nsid
+		if st.handle != 0 && !st.unknown {
+			delete(in.handles, index)
+			st.handle = 0
+		}
+		in.resolve(st, now)
 		return
 	}
 	st := &ifaceState{index: index, name: name, nsid: nsid, since: now}

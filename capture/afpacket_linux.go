@@ -50,6 +50,8 @@ const (
 //     ErrClosed; otherwise Close releases them at once. A reader abandoned
 //     after a successful read without another call has its ring released
 //     when the AFPacket is garbage collected.
+//
+// The zero value is not usable: get one from OpenAFPacket.
 type AFPacket struct {
 	cfg       AFPacketConfig
 	file      *os.File // owns the socket; the runtime poller waits on it

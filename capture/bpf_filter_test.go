@@ -369,7 +369,7 @@ func FuzzIPFilter(f *testing.F) {
 	}
 	seeds := 0
 	for _, fr := range allPcapFrames(f) {
-		if fr.link == layers.LinkTypeEthernet && seeds < 2000 {
+		if fr.link == layers.LinkTypeEthernet && seeds < 300 {
 			f.Add(fr.data)
 			seeds++
 		}

@@ -93,8 +93,9 @@ const (
 	// LinkRemoved: a link no longer qualifies (deleted, peer moved back,
 	// renamed out of the selection).
 	LinkRemoved
-	// LinkChanged: a qualifying link's attributes changed (name, bridge,
-	// MAC); it stays captured.
+	// LinkChanged: a qualifying link was renamed or its peer changed
+	// (namespace id, ifindex); it stays captured. Consumers must not take
+	// it for a removal.
 	LinkChanged
 )
 
@@ -176,9 +177,10 @@ func (s linkSet) reconcile(all []Link, cfg DiscoveryConfig) []LinkEvent {
 	return evs
 }
 
-// linkChanged reports a difference that consumers (attribution, metrics
-// labels) care about.
+// linkChanged reports a difference that consumers (attribution to a
+// container, metrics labels) care about. A bridge CNI plugin enslaves the
+// veth right after moving its peer, and flags and MAC change on their own;
+// those are recorded without an event.
 func linkChanged(a, b Link) bool {
-	return a.Name != b.Name || a.NetNSID != b.NetNSID || a.PeerIndex != b.PeerIndex ||
-		a.MasterIndex != b.MasterIndex || a.Kind != b.Kind || a.MAC.String() != b.MAC.String()
+	return a.Name != b.Name || a.NetNSID != b.NetNSID || a.PeerIndex != b.PeerIndex || a.Kind != b.Kind
 }

@@ -103,7 +103,16 @@ func TestLinkSetEvents(t *testing.T) {
 		t.Errorf("changed event carries %q", ev.Link.Name)
 	}
 	ev, ok = s.observe(enslaved, cfg)
-	step("enslaved to a bridge", ev, ok, LinkChanged)
+	step("enslaved to a bridge", ev, ok, 0)
+	if s[10].MasterIndex != 3 {
+		t.Error("bridge not recorded")
+	}
+	peerMoved := enslaved
+	peerMoved.NetNSID, peerMoved.PeerIndex = 5, 9
+	ev, ok = s.observe(peerMoved, cfg)
+	step("peer replaced", ev, ok, LinkChanged)
+	ev, ok = s.observe(enslaved, cfg)
+	step("peer back", ev, ok, LinkChanged)
 	ev, ok = s.observe(upOnly, cfg)
 	step("brought up", ev, ok, 0)
 	skipped := upOnly

@@ -33,7 +33,8 @@ var errSubscriptionEnded = errors.New("link subscription ended")
 
 // Discovery finds the host ends of container interfaces in the agent's
 // network namespace through rtnetlink and follows them as they come and go.
-// It is safe for concurrent use; Run should be called once at a time.
+// It is safe for concurrent use; Run should be called once at a time. The
+// zero value is not usable: get one from NewDiscovery.
 type Discovery struct {
 	cfg      DiscoveryConfig
 	log      *slog.Logger

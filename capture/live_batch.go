@@ -135,7 +135,8 @@ func httpRequestStart(b []byte) bool {
 // Batch is a group of decoded packets from one interface, handed from the
 // interface's reader to the consumer. Packets and their Payloads stay valid
 // until Release; after it the batch is reused. Only packets that decoded
-// with ReasonOK are delivered.
+// with ReasonOK are delivered. A Batch is owned by one goroutine at a time;
+// releasing a zero Batch does nothing.
 type Batch struct {
 	Ifindex int
 	Packets []Packet
@@ -217,6 +218,8 @@ func (bp *batchPool) put(b *Batch) {
 // InterfaceStats are one interface's capture counters since its reader
 // started. The counters of a stopped reader are final.
 type InterfaceStats struct {
+	// Link is the interface as of its last added or changed event
+	// (bridge and flags are not followed after that).
 	Link    Link
 	Running bool
 	Started time.Time // when the ring was bound; zero if opening failed

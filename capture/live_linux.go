@@ -21,7 +21,8 @@ import (
 // A reader never waits for the consumer: when the channel is full the batch
 // is dropped and counted.
 //
-// Stats is safe for concurrent use; Run is called once at a time.
+// Stats is safe for concurrent use; Run is called once at a time. The zero
+// value is not usable: get one from NewLiveCapture.
 type LiveCapture struct {
 	cfg    LiveConfig
 	log    *slog.Logger

@@ -5,12 +5,14 @@ package testenv
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -19,7 +21,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/egresswatch/egresswatch/internal/netnstest"
+	"github.com/vishvananda/netns"
 )
 
 // FakeInternet is the range the remote namespace stands in for: pods reach
@@ -30,8 +32,9 @@ const FakeInternet = "198.51.100.0/24"
 const (
 	remoteHostCIDR = "198.51.100.1/30" // the host's end of the link
 	remotePeerCIDR = "198.51.100.2/30" // the namespace's end, the host's next hop
+	remoteHostIP   = "198.51.100.1"
 	remoteGateway  = "198.51.100.2"
-	remoteLinkPfx  = "ewr"
+	remotePrefix   = "ewr" // of the namespace's and the veth's names
 	dnsmasqBin     = "/usr/sbin/dnsmasq"
 	ipForwardPath  = "/proc/sys/net/ipv4/ip_forward"
 )
@@ -50,10 +53,15 @@ type RemoteSpec struct {
 // Remote is the internet as the pods see it: a network namespace behind a
 // veth from the host, routed from the node, with a DNS server and the
 // services a test opens in it.
+//
+// Nothing here runs on a thread that is thrown away afterwards: a thread
+// that ends sends the parent-death signal to every process started from
+// it, and the test's containerd and dnsmasq are started that way.
 type Remote struct {
-	NS       *netnstest.NetNS
+	NSName   string // as `ip netns` knows it
 	HostLink string // the host's end of the veth
 
+	ns     netns.NsHandle
 	dnsLog string // dnsmasq's output
 }
 
@@ -75,34 +83,56 @@ func (c *Containerd) StartRemote(t testing.TB, spec RemoteSpec) *Remote {
 	if spec.DNS.IsValid() && !containsAddr(spec.Addrs, spec.DNS) {
 		t.Fatalf("remote DNS address %v is not one of the namespace's addresses", spec.DNS)
 	}
-	if spec.DNS.IsValid() {
-		if _, err := os.Stat(dnsmasqBin); err != nil {
-			skipOrFail(t, "%s is missing: run `scripts/testenv.sh install` as root", dnsmasqBin)
-		}
+	if _, err := os.Stat(dnsmasqBin); spec.DNS.IsValid() && err != nil {
+		skipOrFail(t, "%s is missing: run `scripts/testenv.sh install` as root", dnsmasqBin)
 	}
-	removeDeadRemoteLinks(t)
+	removeDeadRemotes(t)
 	if err := checkSubnetFree(fake); err != nil {
 		t.Fatalf("remote network: %v", err)
 	}
 
-	ns := netnstest.NewNetNS(t)
-	r := &Remote{NS: ns, HostLink: netnstest.Name(remoteLinkPfx)}
+	// Unique per process, so that a leftover of a killed run is known by
+	// its dead pid; 15 bytes at most for the link.
+	id := remotePrefix + "-" + strconv.Itoa(os.Getpid())
+	r := &Remote{NSName: id, HostLink: id + "h"}
+	if len(r.HostLink) > 15 {
+		t.Fatalf("link name %s too long", r.HostLink)
+	}
+	if err := run("ip", "netns", "add", r.NSName); err != nil {
+		t.Fatalf("remote namespace: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := run("ip", "netns", "del", r.NSName); err != nil {
+			t.Logf("delete remote namespace: %v", err)
+		}
+	})
+	h, err := netns.GetFromName(r.NSName)
+	if err != nil {
+		t.Fatalf("open remote namespace: %v", err)
+	}
+	r.ns = h
+	t.Cleanup(func() { _ = h.Close() })
+	t.Cleanup(func() { _ = run("ip", "link", "del", r.HostLink) })
 	// The namespace's default route points back at the host, which
 	// forwards to the pods and, past the guard, nowhere else.
-	netnstest.NewVethPair(t, r.HostLink, ns, "eth0", netnstest.AddrPair{
-		Host: netip.MustParsePrefix(remoteHostCIDR), Peer: netip.MustParsePrefix(remotePeerCIDR),
-	})
+	steps := [][]string{
+		{"link", "add", r.HostLink, "type", "veth", "peer", "name", "eth0", "netns", r.NSName},
+		{"addr", "add", remoteHostCIDR, "dev", r.HostLink},
+		{"link", "set", r.HostLink, "up"},
+		{"-n", r.NSName, "link", "set", "lo", "up"},
+		{"-n", r.NSName, "addr", "add", remotePeerCIDR, "dev", "eth0"},
+		{"-n", r.NSName, "link", "set", "eth0", "up"},
+		{"-n", r.NSName, "route", "add", "default", "via", remoteHostIP, "dev", "eth0"},
+	}
 	for _, a := range spec.Addrs {
-		if err := run("ip", "-n", ns.Name, "addr", "add", a.String()+"/32", "dev", "lo"); err != nil {
-			t.Fatalf("remote address: %v", err)
+		steps = append(steps, []string{"-n", r.NSName, "addr", "add", a.String() + "/32", "dev", "lo"})
+	}
+	steps = append(steps, []string{"route", "add", FakeInternet, "via", remoteGateway, "dev", r.HostLink})
+	for _, args := range steps {
+		if err := run("ip", args...); err != nil {
+			t.Fatalf("remote network: %v", err)
 		}
 	}
-	if err := run("ip", "route", "add", FakeInternet, "via", remoteGateway, "dev", r.HostLink); err != nil {
-		t.Fatalf("route to the remote namespace: %v", err)
-	}
-	// The route goes with the veth; removing it first keeps the order of
-	// a partial cleanup harmless.
-	t.Cleanup(func() { _ = run("ip", "route", "del", FakeInternet, "via", remoteGateway, "dev", r.HostLink) })
 	r.guard(t)
 	enableForwarding(t)
 	if spec.DNS.IsValid() {
@@ -163,35 +193,40 @@ func enableForwarding(t testing.TB) {
 	})
 }
 
-// removeDeadRemoteLinks deletes the remote veths, and their guard rules,
-// of test processes that were killed before their cleanup ran: their
+// removeDeadRemotes deletes the remote namespaces and veths, and their
+// guard rules, of test processes killed before their cleanup ran: their
 // routes would make FakeInternet look taken.
-func removeDeadRemoteLinks(t testing.TB) {
+func removeDeadRemotes(t testing.TB) {
 	t.Helper()
+	dead := func(name string) bool {
+		pid, err := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(name, remotePrefix+"-"), "h"))
+		return strings.HasPrefix(name, remotePrefix+"-") && err == nil && pid != os.Getpid() &&
+			errors.Is(syscall.Kill(pid, 0), syscall.ESRCH)
+	}
 	ifaces, err := net.Interfaces()
 	if err != nil {
 		t.Fatalf("list links: %v", err)
 	}
+	devs, _ := defaultRouteDevices()
 	for _, ifc := range ifaces {
-		rest, ok := strings.CutPrefix(ifc.Name, remoteLinkPfx+"-")
-		if !ok {
+		if !dead(ifc.Name) {
 			continue
 		}
-		pidStr, _, _ := strings.Cut(rest, "-")
-		pid, err := strconv.Atoi(pidStr)
-		if err != nil || pid == os.Getpid() || !errors.Is(syscall.Kill(pid, 0), syscall.ESRCH) {
-			continue // a live process's, or not named by us
-		}
-		t.Logf("removing %s, left by killed test process %d", ifc.Name, pid)
+		t.Logf("removing %s, left by a killed test process", ifc.Name)
 		_ = run("ip", "link", "del", ifc.Name)
-		devs, _ := defaultRouteDevices()
 		for _, dev := range devs {
-			// One rule per run of the guard; a few at most.
-			for range 8 {
+			for range 8 { // one rule per guard; a few at most
 				if run("iptables", "-w", "-D", "FORWARD", "-i", ifc.Name, "-o", dev, "-j", "DROP") != nil {
 					break
 				}
 			}
+		}
+	}
+	entries, _ := os.ReadDir("/run/netns")
+	for _, e := range entries {
+		if dead(e.Name()) {
+			t.Logf("removing namespace %s, left by a killed test process", e.Name())
+			_ = run("ip", "netns", "del", e.Name())
 		}
 	}
 }
@@ -207,7 +242,7 @@ func (r *Remote) startDNS(t testing.TB, spec RemoteSpec) {
 	if err != nil {
 		t.Fatalf("dnsmasq log: %v", err)
 	}
-	args := []string{"netns", "exec", r.NS.Name, dnsmasqBin,
+	args := []string{"netns", "exec", r.NSName, dnsmasqBin,
 		"--keep-in-foreground", "--no-resolv", "--no-hosts", "--bind-interfaces",
 		"--listen-address=" + spec.DNS.String(), "-p", "53",
 		"--conf-file=/dev/null", "--pid-file=" + filepath.Join(dir, "dnsmasq.pid"),
@@ -227,16 +262,10 @@ func (r *Remote) startDNS(t testing.TB, spec RemoteSpec) {
 	cmd := exec.Command("ip", args...) //nolint:gosec // G204: the test's own arguments
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		_ = logf.Close()
+	exited := startLocked(cmd, func() { _ = logf.Close() })
+	if err := <-exited; err != nil {
 		t.Fatalf("start dnsmasq: %v", err)
 	}
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		_ = logf.Close()
-		close(exited)
-	}()
 	t.Cleanup(func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
@@ -247,10 +276,10 @@ func (r *Remote) startDNS(t testing.TB, spec RemoteSpec) {
 		}
 	})
 
-	// Ask from the host, through the route, for the first record.
 	if len(names) == 0 {
 		return
 	}
+	// Ask from the host, through the route, for the first record.
 	res := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, network, netip.AddrPortFrom(spec.DNS, 53).String())
@@ -275,6 +304,27 @@ func (r *Remote) startDNS(t testing.TB, spec RemoteSpec) {
 	}
 }
 
+// startLocked starts cmd from a goroutine locked to its OS thread for as
+// long as cmd runs, since the parent-death signal follows the thread that
+// forked, not the process. The channel yields the start error (nil when
+// started) and is closed once cmd has exited and done has run.
+func startLocked(cmd *exec.Cmd, done func()) <-chan error {
+	ch := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		defer close(ch)
+		defer done()
+		if err := cmd.Start(); err != nil {
+			ch <- err
+			return
+		}
+		ch <- nil
+		_ = cmd.Wait()
+	}()
+	return ch
+}
+
 // DNSLog returns what dnsmasq logged so far: the queries it answered.
 func (r *Remote) DNSLog() string {
 	if r.dnsLog == "" {
@@ -289,7 +339,7 @@ func (r *Remote) DNSLog() string {
 func (r *Remote) Listen(t testing.TB, network, address string) net.Listener {
 	t.Helper()
 	var ln net.Listener
-	err := r.NS.Do(func() error {
+	err := r.do(func() error {
 		var err error
 		ln, err = net.Listen(network, address)
 		return err
@@ -299,6 +349,37 @@ func (r *Remote) Listen(t testing.TB, network, address string) net.Listener {
 	}
 	t.Cleanup(func() { _ = ln.Close() })
 	return ln
+}
+
+// do runs f on an OS thread inside the namespace. Sockets f opens belong to
+// the namespace and may be used from any goroutine afterwards. The thread
+// goes back to the host's namespace and to the runtime afterwards; only if
+// that fails is it left locked, so that the runtime ends it.
+func (r *Remote) do(f func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		host, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("current namespace: %w", err)
+			return
+		}
+		defer func() { _ = host.Close() }()
+		if err := netns.Set(r.ns); err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("enter namespace %s: %w", r.NSName, err)
+			return
+		}
+		ferr := f()
+		if err := netns.Set(host); err != nil {
+			errc <- errors.Join(ferr, fmt.Errorf("back to the host namespace: %w", err))
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	return <-errc
 }
 
 // ServeHTTP serves h on address inside the namespace until the test ends.
