@@ -183,19 +183,23 @@ func TestE2EContainerdPods(t *testing.T) {
 
 	// Interval records: each workload's flows under its own container,
 	// pod and workload; replica B's from its first flow on.
-	waitFor(t, 15*time.Second, "interval records of every workload's API calls and B's first lookup", func() bool {
+	e2eWait(t, 15*time.Second, "interval records of every workload's API calls and B's first lookup", func() string {
 		recs := e2eIntervals(t, a)
+		var missing []string
 		for _, tg := range targets {
 			if !hasRecord(recs, tg, func(r engine.IntervalRecord) bool {
 				return r.Destination == e2eAPIName && r.Port == 80 && r.Protocol == "tcp" && r.IP == e2eAPIIP &&
 					(r.NameSource == "http_host" || r.NameSource == "dns") && r.BytesOut > 0 && r.BytesIn > 0
 			}) {
-				return false
+				missing = append(missing, tg.label+": its calls to "+e2eAPIName+":80")
 			}
 		}
-		return hasRecord(recs, b, func(r engine.IntervalRecord) bool {
+		if !hasRecord(recs, b, func(r engine.IntervalRecord) bool {
 			return r.Port == 53 && r.Protocol == "udp" && r.IP == e2eDNSIP && r.PacketsOut > 0
-		})
+		}) {
+			missing = append(missing, b.label+": its lookups from "+e2eDNSIP+":53/udp")
+		}
+		return strings.Join(missing, "; ")
 	})
 	st, _ := e2eStatus(t, base)
 	names := map[int]string{}
@@ -286,6 +290,21 @@ func TestE2EContainerdPods(t *testing.T) {
 		}
 	}
 
+	// Metrics: one series per captured interface, and the anomaly counted.
+	code, metrics := get(t, base+"/metrics")
+	if code != http.StatusOK {
+		t.Errorf("/metrics answered %d: %s", code, metrics)
+	}
+	for _, tg := range targets {
+		want := `egresswatch_capture_packets_total{interface="` + names[tg.ifindex] + `"}`
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %s (%s)", want, tg.label)
+		}
+	}
+	if want := `egresswatch_anomalies_total{kind="new_destination"} 1`; !strings.Contains(metrics, want) {
+		t.Errorf("metrics lack %s:\n%s", want, grep(metrics, "egresswatch_"))
+	}
+
 	if t.Failed() {
 		dumpE2E(t, a, remote, targets)
 	}
@@ -293,6 +312,23 @@ func TestE2EContainerdPods(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("Run: %v", err)
+	}
+}
+
+// e2eWait polls cond until it returns "" or limit passes; cond says what is
+// still missing, for the failure message.
+func e2eWait(t *testing.T, limit time.Duration, what string, cond func() string) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		missing := cond()
+		if missing == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s; missing, under the expected container, pod and workload: %s", limit, what, missing)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 
