@@ -53,6 +53,6 @@ func ownerOf(cs []workload.ContainerInfo) (owner, bool) {
 	}
 	return owner{
 		Identity:  pick.Identity,
-		Container: workload.Container{ID: pick.ID, Name: pick.Name, Pod: pick.PodName, Image: pick.Image},
+		Container: pick.Container(),
 	}, true
 }

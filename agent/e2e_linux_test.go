@@ -197,7 +197,7 @@ func TestE2EContainerdPods(t *testing.T) {
 		if !hasRecord(recs, b, func(r engine.IntervalRecord) bool {
 			return r.Port == 53 && r.Protocol == "udp" && r.IP == e2eDNSIP && r.PacketsOut > 0
 		}) {
-			missing = append(missing, b.label+": its lookups from "+e2eDNSIP+":53/udp")
+			missing = append(missing, b.label+": its lookups to "+e2eDNSIP+":53/udp")
 		}
 		return strings.Join(missing, "; ")
 	})

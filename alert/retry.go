@@ -13,13 +13,18 @@ import (
 // to Config.MaxRetryDelay.
 const firstRetryDelay = 250 * time.Millisecond
 
+// maxRetryAfter bounds the wait a Retry-After header can ask for.
+const maxRetryAfter = time.Hour
+
 // backoff is how long to wait before attempt n+1 after n failures: an
 // exponential step with jitter in [step/2, step], so that agents on many
 // nodes that lost the same receiver do not come back in lockstep. A
-// receiver's Retry-After, when given, is obeyed instead, capped at maxDelay.
+// receiver's Retry-After, when given, is obeyed instead, even beyond
+// maxDelay since the receiver knows its own state best, but capped at
+// maxRetryAfter so that a broken header cannot park a queue for days.
 func backoff(failures int, retryAfter, maxDelay time.Duration) time.Duration {
 	if retryAfter > 0 {
-		return min(retryAfter, maxDelay)
+		return min(retryAfter, maxRetryAfter)
 	}
 	step := firstRetryDelay
 	for i := 1; i < failures && step < maxDelay; i++ {

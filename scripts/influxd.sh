@@ -13,14 +13,18 @@ BIN_DIR="${EGRESSWATCH_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/egresswatch}/b
 BIN="$BIN_DIR/influxd"
 
 install() {
-	if [ -x "$BIN" ] && "$BIN" version 2>/dev/null | grep -q "v$VERSION"; then
+	# go install leaves the version unset in the binary, so a marker
+	# file says which version the cached one is.
+	if [ -x "$BIN" ] && [ "$(cat "$BIN.version" 2>/dev/null)" = "$VERSION" ]; then
 		echo "$BIN"
 		return 0
 	fi
 	mkdir -p "$BIN_DIR"
 	# Pure Go: influxd 1.8 builds without cgo, so the binary runs anywhere.
 	GOBIN="$BIN_DIR" CGO_ENABLED=0 GOFLAGS=-mod=mod \
-		go install "github.com/influxdata/influxdb/cmd/influxd@v$VERSION"
+		go install -ldflags "-X main.version=$VERSION" \
+		"github.com/influxdata/influxdb/cmd/influxd@v$VERSION"
+	echo "$VERSION" >"$BIN.version"
 	echo "$BIN"
 }
 

@@ -37,7 +37,7 @@ func (c ContainerInfo) IsSandbox() bool { return c.SandboxID != "" && c.SandboxI
 
 // Container returns the handle-level description the Registry keeps.
 func (c ContainerInfo) Container() Container {
-	return Container{ID: c.ID, Name: c.Name, Pod: c.PodName, Image: c.Image}
+	return Container{ID: c.ID, Name: c.Name, Pod: c.PodName, Image: c.Image, NetNS: c.NetNSInode}
 }
 
 // sandboxName is the name given to a pod's sandbox container, as kubelet's

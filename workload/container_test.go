@@ -71,7 +71,7 @@ func TestBuildSnapshotPod(t *testing.T) {
 	if !pod[0].IsSandbox() || pod[1].IsSandbox() {
 		t.Errorf("sandbox flags wrong: %v %v", pod[0].IsSandbox(), pod[1].IsSandbox())
 	}
-	if c := pod[2].Container(); c != (Container{ID: "c-web", Name: "web", Pod: "shop-7d9f8b6c5d-abcde", Image: "docker.io/acme/web:1"}) {
+	if c := pod[2].Container(); c != (Container{ID: "c-web", Name: "web", Pod: "shop-7d9f8b6c5d-abcde", Image: "docker.io/acme/web:1", NetNS: pod[2].NetNSInode}) {
 		t.Errorf("Container() = %+v", c)
 	}
 	init, ok := s.byID[containerKey{"k8s.io", "c-init"}]

@@ -40,6 +40,9 @@ type Container struct {
 	Name  string `json:"name,omitempty"`
 	Pod   string `json:"pod,omitempty"`
 	Image string `json:"image,omitempty"`
+	// NetNS is the inode of the container's network namespace, the id
+	// lsns and /proc/PID/ns/net show.
+	NetNS uint64 `json:"netns,omitempty"`
 }
 
 // ParseIdentity reads a workload written as "name", "namespace/name" or

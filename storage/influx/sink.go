@@ -1,13 +1,11 @@
 package influx
 
 import (
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"os"
 	"strings"
@@ -17,7 +15,6 @@ import (
 
 	influxdb2 "github.com/influxdata/influxdb-client-go/v2"
 	"github.com/influxdata/influxdb-client-go/v2/api"
-	ihttp "github.com/influxdata/influxdb-client-go/v2/api/http"
 
 	"github.com/egresswatch/egresswatch/baseline"
 	"github.com/egresswatch/egresswatch/detect"
@@ -35,17 +32,17 @@ var (
 
 // Stats are the sink's counters, for metrics.
 type Stats struct {
-	Queued        int    // points in memory
-	SpooledPoints int    // points in the spool
-	SpooledBytes  int64  // size of the spool's segments
-	Written       uint64 // points InfluxDB accepted
-	Dropped       uint64 // all points lost: the sum of the three below
-	DroppedBad    uint64 // points of batches refused as bad (400)
-	DroppedFull   uint64 // points dropped from a full spool, oldest first
-	DroppedCorupt uint64 // points of spool records found corrupt
-	CorruptSpool  uint64 // corrupt spool records skipped
-	WriteErrors   uint64 // failed write requests, transient or permanent
-	LastError     string // the latest write error, "" once a write succeeds
+	Queued         int    // points in memory
+	SpooledPoints  int    // points in the spool
+	SpooledBytes   int64  // size of the spool's segments
+	Written        uint64 // points InfluxDB accepted
+	Dropped        uint64 // all points lost: the sum of the three below
+	DroppedBad     uint64 // points of batches refused as bad (400)
+	DroppedFull    uint64 // points dropped from a full spool, oldest first
+	DroppedCorrupt uint64 // points of spool records found corrupt
+	CorruptSpool   uint64 // corrupt spool records skipped
+	WriteErrors    uint64 // failed write requests, transient or permanent
+	LastError      string // the latest write error, "" once a write succeeds
 }
 
 // Sink writes what the engine produces to InfluxDB without ever making the
@@ -190,12 +187,12 @@ func (s *Sink) Stats() Stats {
 	st := Stats{
 		Queued: queued, SpooledPoints: sp.points, SpooledBytes: sp.bytes,
 		Written:    s.written.Load(),
-		DroppedBad: s.droppedBad.Load(), DroppedFull: sp.dropped, DroppedCorupt: sp.corruptPoints,
+		DroppedBad: s.droppedBad.Load(), DroppedFull: sp.dropped, DroppedCorrupt: sp.corruptPoints,
 		CorruptSpool: sp.corrupt,
 		WriteErrors:  s.writeErrors.Load(),
 		LastError:    lastErr,
 	}
-	st.Dropped = st.DroppedBad + st.DroppedFull + st.DroppedCorupt
+	st.Dropped = st.DroppedBad + st.DroppedFull + st.DroppedCorrupt
 	return st
 }
 
