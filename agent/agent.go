@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/egresswatch/egresswatch/alert"
 	"github.com/egresswatch/egresswatch/baseline"
 	"github.com/egresswatch/egresswatch/capture"
 	"github.com/egresswatch/egresswatch/detect"
@@ -35,6 +36,7 @@ type Agent struct {
 	ln    net.Listener
 	feed  *liveFeed
 	attr  attribution
+	alert *alert.Dispatcher // nil without receivers
 
 	status atomic.Pointer[Status]
 	snap   atomic.Pointer[engineSnapshot]
@@ -91,6 +93,16 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Agent, error)
 	}
 	a.feed = feed
 	reg.MustRegister(newCollector(&a.snap, a.feed.Counters))
+	if len(cfg.Alerts.Receivers) > 0 {
+		d, err := alert.New(cfg.AlertConfig(), log.With("component", "alert"), time.Now)
+		if err != nil {
+			_ = st.Close()
+			_ = ln.Close()
+			return nil, fmt.Errorf("%w: alerts: %w", ErrConfig, err)
+		}
+		a.alert = d
+		reg.MustRegister(newAlertCollector(d))
+	}
 	return a, nil
 }
 
@@ -109,7 +121,11 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	}
 	reg := workload.NewRegistry()
 	ifaces := newInterfaces(reg, a.attr.Owner, a.cfg.Capture.HoldPackets, a.cfg.Capture.HoldTimeout.D())
-	act := newActivity(StoreSink{a.store})
+	var sink engine.Sink = StoreSink{a.store}
+	if a.alert != nil {
+		sink = alertSink{next: sink, d: a.alert}
+	}
+	act := newActivity(sink)
 	eng, err := engine.New(a.cfg.EngineConfig(), a.log, reg, ifaces, act, profiles)
 	if err != nil {
 		_ = a.ln.Close()
@@ -121,6 +137,9 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Run(gctx) })
 	g.Go(func() error { return a.attr.Run(gctx) })
+	if a.alert != nil {
+		g.Go(func() error { return a.alert.Run(gctx) })
+	}
 	g.Go(func() error { return a.feed.Run(gctx, packets) })
 	g.Go(func() error {
 		l := loop{a: a, eng: eng, ifaces: ifaces, act: act, packets: packets, links: a.feed.Links()}

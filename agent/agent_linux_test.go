@@ -8,7 +8,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -18,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 
+	"github.com/egresswatch/egresswatch/alert"
 	"github.com/egresswatch/egresswatch/baseline"
 	"github.com/egresswatch/egresswatch/detect"
 	"github.com/egresswatch/egresswatch/internal/netnstest"
@@ -77,6 +80,22 @@ func TestAgentOnAVeth(t *testing.T) {
 	cfg.Capture.HoldTimeout = Duration(300 * time.Millisecond)
 	cfg.Learning.Period = Duration(2 * time.Second)
 	cfg.Learning.StabilityWindow = 0
+	delivered := make(chan string, 16)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if err := alert.Verify([]byte("k3y"), r.Header.Get(alert.HeaderTimestamp), r.Header.Get(alert.HeaderSignature), body, time.Now(), time.Minute); err != nil {
+			http.Error(w, err.Error(), http.StatusUnauthorized)
+			return
+		}
+		delivered <- r.Header.Get(alert.HeaderIdempotencyKey)
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer hook.Close()
+	keyFile := filepath.Join(t.TempDir(), "hmac")
+	if err := os.WriteFile(keyFile, []byte("k3y"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Alerts.Receivers = []ReceiverConfig{{Name: "hook", Type: alert.TypeGeneric, URL: hook.URL, SecretFile: keyFile}}
 	reg := prometheus.NewRegistry()
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	a, err := New(cfg, log, reg)
@@ -111,6 +130,7 @@ func TestAgentOnAVeth(t *testing.T) {
 	sendUDP(t, ns, netip.AddrPortFrom(v6.Host.Addr(), 7000), 2)
 	time.Sleep(3 * time.Second) // past the learning period
 	fresh := netip.AddrPortFrom(v4.Host.Addr(), 4444)
+	sent := time.Now()
 	sendUDP(t, ns, fresh, 2)
 
 	wl := "unknown/interface/" + veth.HostName
@@ -130,6 +150,15 @@ func TestAgentOnAVeth(t *testing.T) {
 	if found.Kind != detect.KindNewDestination || found.Destination.IP != fresh.Addr().String() || found.Node != "test-node" {
 		t.Errorf("anomaly = %+v", found)
 	}
+	select {
+	case id := <-delivered:
+		t.Logf("webhook received the anomaly %v after the first packet", time.Since(sent))
+		if id != found.ID {
+			t.Errorf("webhook got anomaly %s, want %s", id, found.ID)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("the anomaly never reached the webhook")
+	}
 	_, body := get(t, base+AlertsPath+"?workload="+wl)
 	if strings.Contains(body, ":"+strconv.Itoa(int(known.Port()))) {
 		t.Errorf("a destination learned during learning was flagged: %s", body)
@@ -138,7 +167,11 @@ func TestAgentOnAVeth(t *testing.T) {
 	if c, body := get(t, base+"/healthz"); c != 200 || body != "ok\n" {
 		t.Errorf("/healthz = %d %q", c, body)
 	}
-	_, metrics := get(t, base+"/metrics")
+	var metrics string
+	waitFor(t, 5*time.Second, "the anomaly in the metrics", func() bool {
+		_, metrics = get(t, base+"/metrics")
+		return strings.Contains(metrics, `egresswatch_anomalies_total{kind="new_destination"} 1`)
+	})
 	want := `egresswatch_capture_packets_total{interface="` + veth.HostName + `"}`
 	if !strings.Contains(metrics, want) || !strings.Contains(metrics, `egresswatch_anomalies_total{kind="new_destination"} 1`) {
 		t.Errorf("metrics lack %s or the anomaly count:\n%s", want, grep(metrics, "egresswatch_"))

@@ -35,6 +35,7 @@ type Config struct {
 	Volume     VolumeConfig     `json:"volume"`
 	Flows      FlowsConfig      `json:"flows"`
 	Storage    StorageConfig    `json:"storage"`
+	Alerts     AlertsConfig     `json:"alerts"`
 }
 
 // ContainerdConfig says where to ask which container owns a veth.
@@ -229,6 +230,11 @@ func (c Config) Validate() error {
 	}
 	if err := c.EngineConfig().Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	if len(c.Alerts.Receivers) > 0 {
+		if err := c.AlertConfig().Validate(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if len(errs) == 0 {
 		return nil

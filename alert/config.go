@@ -51,25 +51,25 @@ type ReceiverConfig struct {
 	Name string `json:"name"` // unique; names the receiver's queue directory, so [A-Za-z0-9._-]
 	Type string `json:"type"` // TypeGeneric, TypeSlack or TypeAlertmanager
 
-	URL     string `json:"url,omitempty"`     // for Alertmanager, its base URL or the full /api/v2/alerts URL
-	URLFile string `json:"urlFile,omitempty"` // file holding the URL (read once, at New)
-	URLEnv  string `json:"urlEnv,omitempty"`  // environment variable holding the URL
+	URL     string `json:"url,omitempty"`      // for Alertmanager, its base URL or the full /api/v2/alerts URL
+	URLFile string `json:"url_file,omitempty"` // file holding the URL (read once, at New)
+	URLEnv  string `json:"url_env,omitempty"`  // environment variable holding the URL
 
-	SecretFile string `json:"secretFile,omitempty"` // generic: HMAC-SHA256 key, in a file
-	SecretEnv  string `json:"secretEnv,omitempty"`  // generic: HMAC-SHA256 key, in the environment
+	SecretFile string `json:"secret_file,omitempty"` // generic: HMAC-SHA256 key, in a file
+	SecretEnv  string `json:"secret_env,omitempty"`  // generic: HMAC-SHA256 key, in the environment
 
 	Timeout time.Duration `json:"timeout,omitempty"` // per request; DefaultTimeout when zero
 
 	// Filters: an alert goes to this receiver only if it passes all of
 	// them. Empty lists pass everything. Workloads match "name",
 	// "namespace/name" or "namespace/kind/name", with path.Match globs.
-	MinSeverity string   `json:"minSeverity,omitempty"`
+	MinSeverity string   `json:"min_severity,omitempty"`
 	Kinds       []string `json:"kinds,omitempty"`
 	Namespaces  []string `json:"namespaces,omitempty"`
 	Workloads   []string `json:"workloads,omitempty"`
 
-	RatePerMinute int    `json:"ratePerMinute,omitempty"` // deliveries per minute; 0 is unlimited. Excess waits.
-	GeneratorURL  string `json:"generatorURL,omitempty"`  // Alertmanager generatorURL; "{id}" is replaced by the anomaly ID
+	RatePerMinute int    `json:"rate_per_minute,omitempty"` // deliveries per minute; 0 is unlimited. Excess waits.
+	GeneratorURL  string `json:"generator_url,omitempty"`   // Alertmanager generatorURL; "{id}" is replaced by the anomaly ID
 }
 
 // Suppression silences matching alerts until Until (forever when zero).
@@ -85,13 +85,13 @@ type Suppression struct {
 // defaults above.
 type Config struct {
 	Receivers      []ReceiverConfig `json:"receivers"`
-	QueueDir       string           `json:"queueDir"`                // one subdirectory per receiver
-	QueueMaxItems  int              `json:"queueMaxItems,omitempty"` // per receiver
-	Cooldown       time.Duration    `json:"cooldown,omitempty"`      // per (workload, kind, destination)
-	ResendInterval time.Duration    `json:"resendInterval,omitempty"`
-	ResolveAfter   time.Duration    `json:"resolveAfter,omitempty"`
+	QueueDir       string           `json:"queue_dir"`                 // one subdirectory per receiver
+	QueueMaxItems  int              `json:"queue_max_items,omitempty"` // per receiver
+	Cooldown       time.Duration    `json:"cooldown,omitempty"`        // per (workload, kind, destination)
+	ResendInterval time.Duration    `json:"resend_interval,omitempty"`
+	ResolveAfter   time.Duration    `json:"resolve_after,omitempty"`
 	Suppress       []Suppression    `json:"suppress,omitempty"`
-	MaxRetryDelay  time.Duration    `json:"maxRetryDelay,omitempty"`
+	MaxRetryDelay  time.Duration    `json:"max_retry_delay,omitempty"`
 }
 
 var receiverName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
@@ -104,14 +104,17 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, args...)))
 	}
 	if len(c.Receivers) > 0 && c.QueueDir == "" {
-		bad("queueDir is required when receivers are configured")
+		bad("queue_dir is required when receivers are configured")
 	}
-	for name, d := range map[string]time.Duration{
-		"queueMaxItems": time.Duration(c.QueueMaxItems), "cooldown": c.Cooldown,
-		"resendInterval": c.ResendInterval, "resolveAfter": c.ResolveAfter, "maxRetryDelay": c.MaxRetryDelay,
+	for _, f := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"queue_max_items", time.Duration(c.QueueMaxItems)}, {"cooldown", c.Cooldown},
+		{"resend_interval", c.ResendInterval}, {"resolve_after", c.ResolveAfter}, {"max_retry_delay", c.MaxRetryDelay},
 	} {
-		if d < 0 {
-			bad("%s must not be negative", name)
+		if f.v < 0 {
+			bad("%s must not be negative", f.name)
 		}
 	}
 	seen := make(map[string]bool)
@@ -139,35 +142,35 @@ func (c Config) Validate() error {
 			}
 		}
 		if n != 1 {
-			bad("%s: exactly one of url, urlFile and urlEnv is required", where)
+			bad("%s: exactly one of url, url_file and url_env is required", where)
 		}
 		if r.URL != "" {
 			if err := checkURL(r.URL); err != nil {
 				bad("%s: url: %v", where, err)
 			}
 			if r.Type == TypeSlack {
-				bad("%s: a Slack webhook URL is a secret: give it with urlFile or urlEnv", where)
+				bad("%s: a Slack webhook URL is a secret: give it with url_file or url_env", where)
 			}
 		}
 		if r.SecretFile != "" && r.SecretEnv != "" {
-			bad("%s: secretFile and secretEnv are exclusive", where)
+			bad("%s: secret_file and secret_env are exclusive", where)
 		}
 		if (r.SecretFile != "" || r.SecretEnv != "") && r.Type != TypeGeneric {
-			bad("%s: secretFile/secretEnv apply to generic receivers only", where)
+			bad("%s: secret_file/secret_env apply to generic receivers only", where)
 		}
 		if r.Timeout < 0 {
 			bad("%s: timeout must not be negative", where)
 		}
 		if r.RatePerMinute < 0 {
-			bad("%s: ratePerMinute must not be negative", where)
+			bad("%s: rate_per_minute must not be negative", where)
 		}
 		if r.MinSeverity != "" {
 			if _, err := detect.ParseSeverity(r.MinSeverity); err != nil {
-				bad("%s: minSeverity: %v", where, err)
+				bad("%s: min_severity: %v", where, err)
 			}
 		}
 		if r.GeneratorURL != "" && r.Type != TypeAlertmanager {
-			bad("%s: generatorURL applies to alertmanager receivers only", where)
+			bad("%s: generator_url applies to alertmanager receivers only", where)
 		}
 		errs = append(errs, checkPatterns(where, r.Workloads)...)
 	}

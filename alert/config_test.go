@@ -26,7 +26,7 @@ func TestValidate(t *testing.T) {
 	}{
 		{"valid", with(func(*ReceiverConfig) {}), ""},
 		{"empty", Config{}, ""},
-		{"no queue dir", Config{Receivers: []ReceiverConfig{ok}}, "queueDir is required"},
+		{"no queue dir", Config{Receivers: []ReceiverConfig{ok}}, "queue_dir is required"},
 		{"bad name", with(func(r *ReceiverConfig) { r.Name = "../x" }), "name must be"},
 		{"bad type", with(func(r *ReceiverConfig) { r.Type = "email" }), `type "email" unknown`},
 		{"no url", with(func(r *ReceiverConfig) { r.URL = "" }), "exactly one of url"},
@@ -35,7 +35,7 @@ func TestValidate(t *testing.T) {
 		{"slack inline", with(func(r *ReceiverConfig) { r.Type = TypeSlack }), "a Slack webhook URL is a secret"},
 		{"secret on slack", with(func(r *ReceiverConfig) { r.Type, r.URL, r.URLEnv, r.SecretFile = TypeSlack, "", "X", "/k" }), "generic receivers only"},
 		{"severity", with(func(r *ReceiverConfig) { r.MinSeverity = "urgent" }), `severity "urgent"`},
-		{"negative rate", with(func(r *ReceiverConfig) { r.RatePerMinute = -1 }), "ratePerMinute"},
+		{"negative rate", with(func(r *ReceiverConfig) { r.RatePerMinute = -1 }), "rate_per_minute"},
 		{"bad glob", with(func(r *ReceiverConfig) { r.Workloads = []string{"shop/["} }), "workload pattern"},
 		{"empty suppression", Config{Suppress: []Suppression{{Until: time.Now()}}}, "at least one of"},
 		{"negative cooldown", Config{Cooldown: -time.Second}, "cooldown must not be negative"},

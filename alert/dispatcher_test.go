@@ -280,6 +280,7 @@ func TestNoiseControl(t *testing.T) {
 	d.Notify(again)
 	d.Notify(spike)
 	all.waitFor(t, []string{again.ID, spike.ID}, 2*time.Second)
+	onlyShop.waitFor(t, []string{again.ID, spike.ID}, 2*time.Second)
 	for _, r := range all.requests() {
 		if r.header.Get(HeaderIdempotencyKey) == again.ID && r.header.Get(HeaderCount) != "4" {
 			t.Errorf("count after cooldown %q, want 4 (the alert and the 3 repeats folded)", r.header.Get(HeaderCount))
@@ -357,5 +358,31 @@ func TestSendTest(t *testing.T) {
 	}
 	if err := d.SendTest(context.Background(), "nope"); !errors.Is(err, ErrUnknownReceiver) {
 		t.Errorf("SendTest nope: %v, want ErrUnknownReceiver", err)
+	}
+}
+
+// BenchmarkNotify measures what the detection loop pays per alert: the
+// decision and the durable write to one receiver's queue.
+func BenchmarkNotify(b *testing.B) {
+	golden := goldenAnomalies(b)
+	cfg := Config{
+		QueueDir:      b.TempDir(),
+		QueueMaxItems: 1 << 30,
+		Receivers:     []ReceiverConfig{{Name: "hook", Type: TypeGeneric, URL: "http://127.0.0.1:1/hook"}},
+	}
+	d, err := New(cfg, nil, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	as := make([]detect.Anomaly, 256)
+	for i := range as {
+		as[i] = distinct(golden[0], i, detect.SeverityMedium)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		a := as[i%len(as)]
+		a.Destination.Name = strconv.Itoa(i) // a new group each time: every call writes
+		d.Notify(a)
 	}
 }

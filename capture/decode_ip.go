@@ -212,6 +212,7 @@ func decodeL4(b []byte, declared int, p *Packet) Reason {
 			return r
 		}
 		p.Payload = b[doff:]
+		p.PayloadLen = declared - doff
 	case protoUDP:
 		if r := need(udpHeader, declared, len(b), ReasonBadL4Header); r != ReasonOK {
 			return r
@@ -233,19 +234,23 @@ func decodeL4(b []byte, declared int, p *Packet) Reason {
 			end = ulen
 		}
 		p.Payload = b[udpHeader:end]
+		p.PayloadLen = max(len(p.Payload), min(ulen, declared)-udpHeader)
 	case protoICMP:
 		if r := need(icmpv4Header, declared, len(b), ReasonBadL4Header); r != ReasonOK {
 			return r
 		}
 		p.Payload = b[icmpv4Header:]
+		p.PayloadLen = declared - icmpv4Header
 	case protoICMPv6:
 		if r := need(icmpv6Header, declared, len(b), ReasonBadL4Header); r != ReasonOK {
 			return r
 		}
 		p.Payload = b[icmpv6Header:]
+		p.PayloadLen = declared - icmpv6Header
 	default:
 		// GRE, ESP, SCTP…: counted by addresses and protocol alone.
 		p.Payload = b
+		p.PayloadLen = declared
 	}
 	return ReasonOK
 }

@@ -63,6 +63,10 @@ type Packet struct {
 	WireLen  int // bytes of the whole frame on the wire
 	Fragment bool
 	Payload  []byte // transport payload present in the captured bytes
+	// PayloadLen is the transport payload's length on the wire, which
+	// Payload may fall short of (snap length, or a live capture that keeps
+	// only the payloads the engine reads).
+	PayloadLen int
 }
 
 // LinkType is the link-layer header type of a packet source, using the

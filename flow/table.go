@@ -203,6 +203,12 @@ func (t *Table) Update(p *capture.Packet, wl WorkloadID, fromWorkload bool) {
 	if len(p.Payload) > 0 {
 		t.inspect(f, idx, p, fromWorkload)
 	}
+	if !f.settled && fromWorkload && (p.Proto != 6 || p.PayloadLen > len(p.Payload) && len(p.Payload) == 0) {
+		// Without a handshake to wait for (UDP, ICMP), or with a first data
+		// segment whose bytes were not kept (the capture keeps those that
+		// can name a destination), the name will not get any better.
+		t.report(f, now)
+	}
 	if !f.settled && f.Outbound && (f.TCP == TCPReset || f.TCP == TCPClosed) {
 		t.report(f, now)
 	}

@@ -5,7 +5,9 @@
 #
 #   scripts/influxd.sh install   build influxd into the cache dir (idempotent)
 #   scripts/influxd.sh path      print the path of the cached binary
-#   scripts/influxd.sh run DIR   run influxd with its data under DIR on 127.0.0.1:8086
+#   scripts/influxd.sh run DIR   run influxd with its data under DIR on 127.0.0.1:$PORT
+#                                (PORT defaults to 8086; RPC_PORT, the backup
+#                                listener, to 8088)
 set -eu
 
 VERSION=1.8.10
@@ -31,14 +33,15 @@ install() {
 run() {
 	dir="${1:?usage: $0 run DIR}"
 	mkdir -p "$dir"
+	dir="$(cd "$dir" && pwd)"
 	"$BIN" config 2>/dev/null | sed \
 		-e "s|^  dir = \".*/meta\"|  dir = \"$dir/meta\"|" \
 		-e "s|^  dir = \".*/data\"|  dir = \"$dir/data\"|" \
 		-e "s|^  wal-dir = \".*\"|  wal-dir = \"$dir/wal\"|" \
 		-e "s|^reporting-disabled = .*|reporting-disabled = true|" \
-		-e "s|^bind-address = .*|bind-address = \"127.0.0.1:8088\"|" \
+		-e "s|^bind-address = .*|bind-address = \"127.0.0.1:${RPC_PORT:-8088}\"|" \
 		-e "s|^  flux-enabled = .*|  flux-enabled = true|" \
-		-e "s|^  bind-address = \":8086\"|  bind-address = \"127.0.0.1:8086\"|" \
+		-e "s|^  bind-address = \":8086\"|  bind-address = \"127.0.0.1:${PORT:-8086}\"|" \
 		>"$dir/influxd.conf"
 	exec "$BIN" -config "$dir/influxd.conf"
 }

@@ -20,6 +20,7 @@ fi
 # end-to-end tests.
 if [ "$(id -u)" -eq 0 ]; then
   bash "$(dirname "$0")/testenv.sh" install
+  bash "$(dirname "$0")/alertmanager.sh" install
 else
   echo "setup: not root: the containerd and network namespace tests will skip" >&2
 fi

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 )
@@ -67,6 +68,7 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 	root.AddCommand(
 		newRunCommand(g),
 		newStatusCommand(g),
+		newAlertCommand(g),
 		newReplayCommand(g),
 		newBaselineCommand(g),
 		newAlertsCommand(g),
@@ -80,4 +82,8 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		},
 	)
 	return root
+}
+
+func contextWithTimeout(cmd *cobra.Command, d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(cmd.Context(), d)
 }

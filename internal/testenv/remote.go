@@ -262,8 +262,8 @@ func (r *Remote) startDNS(t testing.TB, spec RemoteSpec) {
 	cmd := exec.Command("ip", args...) //nolint:gosec // G204: the test's own arguments
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	exited := startLocked(cmd, func() { _ = logf.Close() })
-	if err := <-exited; err != nil {
+	started, exited := startLocked(cmd, func() { _ = logf.Close() })
+	if err := <-started; err != nil {
 		t.Fatalf("start dnsmasq: %v", err)
 	}
 	t.Cleanup(func() {
@@ -306,23 +306,25 @@ func (r *Remote) startDNS(t testing.TB, spec RemoteSpec) {
 
 // startLocked starts cmd from a goroutine locked to its OS thread for as
 // long as cmd runs, since the parent-death signal follows the thread that
-// forked, not the process. The channel yields the start error (nil when
-// started) and is closed once cmd has exited and done has run.
-func startLocked(cmd *exec.Cmd, done func()) <-chan error {
-	ch := make(chan error, 1)
+// forked, not the process. started yields the start error (nil when
+// started); exited is closed once cmd has exited (or failed to start) and
+// done has run.
+func startLocked(cmd *exec.Cmd, done func()) (started <-chan error, exited <-chan struct{}) {
+	st := make(chan error, 1)
+	ex := make(chan struct{})
 	go func() {
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread()
-		defer close(ch)
+		defer close(ex)
 		defer done()
 		if err := cmd.Start(); err != nil {
-			ch <- err
+			st <- err
 			return
 		}
-		ch <- nil
+		st <- nil
 		_ = cmd.Wait()
 	}()
-	return ch
+	return st, ex
 }
 
 // DNSLog returns what dnsmasq logged so far: the queries it answered.

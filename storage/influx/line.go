@@ -108,19 +108,20 @@ func (l *line) done(t time.Time) string {
 	return string(l.b)
 }
 
-// appendEscaped escapes the characters special in the position s goes in,
-// and drops line breaks, which no position can hold.
+// appendEscaped escapes the characters special in the position s goes in
+// and backslashes, and turns line breaks, which no position can hold, into
+// spaces. Names with backslashes read back with them doubled: a price paid
+// for lines that always parse, for names (Kubernetes and DNS) that have
+// none.
 func appendEscaped(b []byte, s, special string) []byte {
 	for i := 0; i < len(s); i++ {
 		c := s[i]
-		switch {
-		case c == '\n' || c == '\r':
-			b = append(b, ' ')
-			continue
-		case c == '\\' && i == len(s)-1:
-			// A trailing backslash would escape the delimiter after it.
-			b = append(b, '\\')
-		case strings.IndexByte(special, c) >= 0:
+		if c == '\n' || c == '\r' {
+			c = ' ' // and escaped like one
+		}
+		// A backslash is doubled: left alone, one before a special
+		// character or at the end would escape what follows it.
+		if c == '\\' || strings.IndexByte(special, c) >= 0 {
 			b = append(b, '\\')
 		}
 		b = append(b, c)

@@ -68,6 +68,7 @@ type Sink struct {
 	reported map[int]bool // permanent error statuses logged since the last success
 
 	written, droppedBad, writeErrors atomic.Uint64
+	inflight                         atomic.Int64 // points taken from the queue, not yet written or spooled
 }
 
 // New checks cfg, opens the spool (taking its directory for this sink
@@ -88,7 +89,8 @@ func New(cfg Config, log *slog.Logger) (*Sink, error) {
 		SetUseGZip(true).
 		SetPrecision(time.Nanosecond).
 		SetLogLevel(0)
-	hc := &http.Client{Timeout: cfg.Timeout, Transport: http.DefaultTransport.(*http.Transport).Clone()}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	hc := &http.Client{Timeout: cfg.Timeout, Transport: errorHeaderTransport{next: tr}}
 	if cfg.CAFile != "" {
 		pem, err := os.ReadFile(cfg.CAFile)
 		if err != nil {
@@ -98,7 +100,7 @@ func New(cfg Config, log *slog.Logger) (*Sink, error) {
 		if !roots.AppendCertsFromPEM(pem) {
 			return nil, fmt.Errorf("ca file %s: %w: no PEM certificates", cfg.CAFile, ErrInvalidConfig)
 		}
-		hc.Transport.(*http.Transport).TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+		tr.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
 	}
 	opts.SetHTTPClient(hc)
 	sp, err := openSpool(cfg.SpoolDir, cfg.SpoolMaxBytes)
@@ -185,7 +187,7 @@ func (s *Sink) Stats() Stats {
 	queued, lastErr := len(s.queue), s.lastErr
 	s.mu.Unlock()
 	st := Stats{
-		Queued: queued, SpooledPoints: sp.points, SpooledBytes: sp.bytes,
+		Queued: queued + int(s.inflight.Load()), SpooledPoints: sp.points, SpooledBytes: sp.bytes,
 		Written:    s.written.Load(),
 		DroppedBad: s.droppedBad.Load(), DroppedFull: sp.dropped, DroppedCorrupt: sp.corruptPoints,
 		CorruptSpool: sp.corrupt,

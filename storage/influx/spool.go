@@ -1,6 +1,7 @@
 package influx
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -353,6 +354,10 @@ func (s *spool) read(h segment, off int64) (record, error) {
 	}
 	if crc32.Checksum(payload, castagnoli) != binary.BigEndian.Uint32(hdr[8:]) {
 		return record{}, fmt.Errorf("%w: checksum at %d", errCorrupt, off)
+	}
+	// The count is outside the checksum; the payload's lines vouch for it.
+	if bytes.Count(payload, []byte{'\n'})+1 != pts {
+		return record{}, fmt.Errorf("%w: %d points claimed at %d", errCorrupt, pts, off)
 	}
 	return record{seq: h.seq, off: off, next: off + recordHeader + n, points: pts, payload: payload}, nil
 }

@@ -56,6 +56,7 @@ func (s *Sink) drain(ctx context.Context, attempt *int) {
 				s.spool.ack(rec)
 			}
 			s.written.Add(uint64(n))
+			s.inflight.Store(0)
 			s.recovered(*attempt)
 			*attempt = 0
 			continue
@@ -68,6 +69,7 @@ func (s *Sink) drain(ctx context.Context, attempt *int) {
 				s.spool.ack(rec)
 			}
 			s.droppedBad.Add(uint64(n))
+			s.inflight.Store(0)
 			continue
 		}
 		if !fromSpool {
@@ -75,6 +77,7 @@ func (s *Sink) drain(ctx context.Context, attempt *int) {
 				s.log.Error("influx: points lost: cannot spool a failed batch", "points", n, "err", err)
 				s.droppedBad.Add(uint64(n))
 			}
+			s.inflight.Store(0)
 		}
 		if !s.sleep(ctx, s.backoff(*attempt, retryAfter)) {
 			return
@@ -83,7 +86,8 @@ func (s *Sink) drain(ctx context.Context, attempt *int) {
 	}
 }
 
-// take removes up to n points from the front of the queue.
+// take removes up to n points from the front of the queue. They count as
+// in flight until the caller settles them: written, dropped or spooled.
 func (s *Sink) take(n int) []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -93,6 +97,7 @@ func (s *Sink) take(n int) []string {
 	}
 	out := make([]string, n)
 	copy(out, s.queue)
+	s.inflight.Store(int64(n))
 	if n == len(s.queue) {
 		s.queue = nil
 	} else {
