@@ -38,7 +38,7 @@ func get(t *testing.T, url string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-func sendUDP(t *testing.T, ns *netnstest.NetNS, to netip.AddrPort, n int) {
+func sendUDP(t testing.TB, ns *netnstest.NetNS, to netip.AddrPort, n int) {
 	t.Helper()
 	err := ns.Do(func() error {
 		// Unconnected, so the ICMP port-unreachable the host answers
@@ -227,7 +227,7 @@ func TestAgentFailsClearlyWithoutPrivilege(t *testing.T) {
 	}
 }
 
-func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, limit time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(limit)
 	for !cond() {

@@ -52,7 +52,8 @@ func ownerOf(cs []workload.ContainerInfo) (owner, bool) {
 		}
 	}
 	return owner{
-		Identity:  pick.Identity,
-		Container: pick.Container(),
+		Identity:    pick.Identity,
+		Container:   pick.Container(),
+		sandboxOnly: pick.IsSandbox(),
 	}, true
 }

@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -486,7 +485,7 @@ func buildCLIAsync(t *testing.T) func() string {
 	t.Helper()
 	goBin, err := exec.LookPath("go")
 	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		t.Fatalf("the go command builds the CLI under test: %v", err)
 	}
 	bin := filepath.Join(t.TempDir(), "egresswatch")
 	cmd := exec.Command(goBin, "build", "-o", bin, "./cmd/egresswatch") //nolint:gosec // G204: the repository's own command

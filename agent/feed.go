@@ -65,19 +65,32 @@ func (f *liveFeed) link(index int) (capture.Link, bool) {
 // Counters reads every interface's counters; safe for concurrent use.
 func (f *liveFeed) Counters() []interfaceCounters {
 	stats := f.lc.Stats()
+	// An interface whose reader stopped and started again (or a name
+	// reused by a new veth) is listed more than once: one series per name,
+	// with the counts of every reader it had.
+	byName := make(map[string]int, len(stats))
 	out := make([]interfaceCounters, 0, len(stats))
 	for _, s := range stats {
-		ic := interfaceCounters{
-			name: s.Link.Name, index: s.Link.Index, active: s.Running && !s.Started.IsZero(),
-			packets: s.Frames, bytes: s.Bytes, kernelDrops: s.Kernel.Drops, queueDrops: s.UserDrops,
-			decodeDrops: map[string]uint64{},
+		i, seen := byName[s.Link.Name]
+		if !seen {
+			i = len(out)
+			byName[s.Link.Name] = i
+			out = append(out, interfaceCounters{name: s.Link.Name, index: s.Link.Index, decodeDrops: map[string]uint64{}})
 		}
+		ic := &out[i]
+		if s.Running {
+			ic.index = s.Link.Index
+			ic.active = ic.active || !s.Started.IsZero()
+		}
+		ic.packets += s.Frames
+		ic.bytes += s.Bytes
+		ic.kernelDrops += s.Kernel.Drops
+		ic.queueDrops += s.UserDrops
 		for _, r := range capture.AllReasons() {
 			if r != capture.ReasonOK && s.Reasons[r] > 0 {
-				ic.decodeDrops[r.String()] = s.Reasons[r]
+				ic.decodeDrops[r.String()] += s.Reasons[r]
 			}
 		}
-		out = append(out, ic)
 	}
 	return out
 }

@@ -13,6 +13,9 @@ import (
 type owner struct {
 	Identity  workload.Identity
 	Container workload.Container
+	// sandboxOnly: only the pod's sandbox is known yet, not the
+	// container that will send.
+	sandboxOnly bool
 }
 
 // ownerLookup finds the owner of a container interface from its peer's
@@ -25,6 +28,7 @@ type ifaceState struct {
 	name    string
 	nsid    int
 	handle  flow.WorkloadID // 0 while unresolved
+	owner   owner           // whom handle names, once resolved to a container
 	unknown bool            // attributed to unknown/<interface> after the hold timeout
 	since   time.Time       // when the interface was first seen
 	held    []capture.Packet
@@ -120,9 +124,8 @@ func (in *interfaces) ready(p *capture.Packet) bool {
 // released by those that resolved, in capture order per interface.
 func (in *interfaces) resolveAll(now time.Time, release func(*capture.Packet)) {
 	for _, st := range in.byIndex {
-		if st.handle != 0 && !st.unknown {
-			continue
-		}
+		// Resolved interfaces are looked at again too: a pod's veth may
+		// have resolved while only its sandbox was known.
 		if in.resolve(st, now) || st.handle != 0 {
 			for i := range st.held {
 				release(&st.held[i])
@@ -137,10 +140,19 @@ func (in *interfaces) resolveAll(now time.Time, release func(*capture.Packet)) {
 // whether st has just been resolved to a container.
 func (in *interfaces) resolve(st *ifaceState, now time.Time) bool {
 	if st.nsid >= 0 && in.lookup != nil {
-		if o, ok := in.lookup(st.nsid); ok {
-			st.handle = in.reg.Intern(o.Identity, o.Container)
+		o, ok := in.lookup(st.nsid)
+		if ok && o.sandboxOnly && st.handle == 0 && now.Sub(st.since) < in.holdTimeout {
+			// Hold on for the application container, which starts
+			// after the sandbox.
+			return false
+		}
+		if ok {
+			if st.handle == 0 || st.unknown || o != st.owner {
+				st.handle = in.reg.Intern(o.Identity, o.Container)
+				st.owner = o
+				in.handles[st.index] = st.handle
+			}
 			st.unknown = false
-			in.handles[st.index] = st.handle
 			return true
 		}
 	}

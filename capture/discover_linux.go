@@ -179,6 +179,12 @@ func (d *Discovery) session(ctx context.Context, events chan<- LinkEvent, known 
 // peer is now elsewhere. So a veth notification also gets the link at the
 // other end looked up again when that end is in this namespace.
 func (d *Discovery) apply(u netlink.LinkUpdate, known linkSet) []LinkEvent {
+	if u.Family == unix.AF_BRIDGE {
+		// A bridge port's state (forwarding, learning) comes as an
+		// AF_BRIDGE message without the link's kind or peer namespace:
+		// it says nothing about the link as a container interface.
+		return nil
+	}
 	l := fromNetlink(u.Link)
 	var evs []LinkEvent
 	switch u.Header.Type {

@@ -91,7 +91,7 @@ type Engine struct {
 	startTime    time.Time
 	nextInterval time.Time
 	windowStart  time.Time
-	windows      map[flow.WorkloadID]*windowAcc
+	windows      map[string]*windowAcc
 	dropping     bool // capture reported kernel drops in the current window
 	summary      Summary
 	sinkErr      error
@@ -119,7 +119,7 @@ func New(cfg Config, log *slog.Logger, reg *workload.Registry, r Resolver, sink 
 		profiles: baseline.NewSet(cfg.Baseline),
 		newDest:  detect.NewNewDestination(detect.DefaultNewDestinationConfig()),
 		spike:    detect.NewVolumeSpike(detect.DefaultVolumeSpikeConfig()),
-		windows:  make(map[flow.WorkloadID]*windowAcc),
+		windows:  make(map[string]*windowAcc),
 	}
 	for _, p := range loaded {
 		e.profiles.Put(p)

@@ -146,10 +146,10 @@ func (e *Engine) endInterval(end time.Time) {
 		if !ok {
 			continue
 		}
-		w := e.windows[iv.Workload]
+		w := e.windows[ent.Identity.Key()]
 		if w == nil {
 			w = &windowAcc{perDest: make(map[baseline.Destination]uint64), ips: make(map[baseline.Destination]netip.Addr)}
-			e.windows[iv.Workload] = w
+			e.windows[ent.Identity.Key()] = w
 		}
 		w.bytesOut += iv.BytesOut
 		w.packetsOut += iv.PacketsOut
@@ -199,9 +199,8 @@ func (e *Engine) endWindow(end time.Time, final bool) {
 	partial := final && end.Sub(start) < e.cfg.Baseline.Window
 	var found []detect.Anomaly
 	for _, p := range e.profiles.Profiles() {
-		h := e.reg.Intern(mustParseKey(p.Workload), workload.Container{})
-		ent, _ := e.identity(h)
-		w := e.windows[h]
+		ent := workload.Entry{Identity: mustParseKey(p.Workload)}
+		w := e.windows[p.Workload]
 		if w == nil {
 			w = &windowAcc{}
 		}

@@ -26,11 +26,11 @@ func NewRegistry() *Registry {
 // Intern returns the handle of id, creating it on first use, and records c
 // as its latest container when c is not empty.
 func (r *Registry) Intern(id Identity, c Container) flow.WorkloadID {
-	k := id.Key()
+	k := id.Key() + "\x00" + c.ID
 	h, ok := r.byKey[k]
 	if !ok {
 		h = flow.WorkloadID(len(r.entries))
-		r.entries = append(r.entries, Entry{Identity: id})
+		r.entries = append(r.entries, Entry{Identity: id, Container: c})
 		r.byKey[k] = h
 	}
 	if c != (Container{}) {

@@ -23,6 +23,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -266,16 +267,26 @@ func (c *Containerd) Start(t testing.TB) {
 	// The daemon dies with the test binary; its shims do not, and
 	// `scripts/testenv.sh clean` finds them.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		_ = logf.Close()
-		t.Fatalf("start containerd: %v", err)
-	}
+	// Pdeathsig fires when the forking *thread* ends, not the process, so
+	// the daemon is started from a goroutine locked to its thread, which
+	// then waits for the daemon: the thread lives exactly as long.
+	started := make(chan error, 1)
 	exited := make(chan struct{})
 	go func() {
+		runtime.LockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
 		_ = cmd.Wait()
 		_ = logf.Close()
 		close(exited)
 	}()
+	if err := <-started; err != nil {
+		_ = logf.Close()
+		t.Fatalf("start containerd: %v", err)
+	}
 	c.cmd, c.exited = cmd, exited
 
 	deadline := time.Now().Add(30 * time.Second)

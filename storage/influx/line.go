@@ -109,19 +109,25 @@ func (l *line) done(t time.Time) string {
 }
 
 // appendEscaped escapes the characters special in the position s goes in
-// and backslashes, and turns line breaks, which no position can hold, into
-// spaces. Names with backslashes read back with them doubled: a price paid
-// for lines that always parse, for names (Kubernetes and DNS) that have
-// none.
+// and turns line breaks, which no position can hold, into (escaped)
+// spaces. InfluxDB 1.x takes any character after a backslash as escaped,
+// even after an escaped backslash, so a backslash that would stand before
+// a special character or at the end cannot be written at all: it becomes
+// "/". Names from the wire (SNI, Host) may hold anything, and one bad line
+// would cost the whole batch.
 func appendEscaped(b []byte, s, special string) []byte {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c == '\n' || c == '\r' {
-			c = ' ' // and escaped like one
+	at := func(i int) byte {
+		if c := s[i]; c != '\n' && c != '\r' {
+			return c
 		}
-		// A backslash is doubled: left alone, one before a special
-		// character or at the end would escape what follows it.
-		if c == '\\' || strings.IndexByte(special, c) >= 0 {
+		return ' '
+	}
+	for i := 0; i < len(s); i++ {
+		c := at(i)
+		if c == '\\' && (i == len(s)-1 || strings.IndexByte(special, at(i+1)) >= 0) {
+			c = '/'
+		}
+		if strings.IndexByte(special, c) >= 0 {
 			b = append(b, '\\')
 		}
 		b = append(b, c)

@@ -90,12 +90,12 @@ func (r *running) stop(t *testing.T) {
 }
 
 // waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+func (r *running) waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+			t.Fatalf("timed out waiting for %s: stats %+v\nlog:\n%s", what, r.Stats(), r.log)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

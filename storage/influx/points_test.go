@@ -187,11 +187,31 @@ func TestAgentLine(t *testing.T) {
 
 func TestEscaping(t *testing.T) {
 	l := newLine("m e,a").tag("k=,", `v\`).tag("skip", "").str("f", `a"b\c`).done(t0)
-	want := `m\ e\,a,k\=\,=v\\ f="a\"b\\c" 1793534400000000000`
+	want := `m\ e\,a,k\=\,=v/ f="a\"b\\c" 1793534400000000000`
 	if l != want {
 		t.Errorf("got  %s\nwant %s", l, want)
 	}
 	if newLine("m").tag("a", "b").done(t0) != "" {
 		t.Error("point without fields not refused")
+	}
+}
+
+func TestBadPoints(t *testing.T) {
+	tests := []struct {
+		msg  string
+		n    int
+		want int
+	}{
+		// Messages as InfluxDB 1.8 words them.
+		{`partial write: field type conflict: input field "bytes_out" on measurement "egress_flow" is type string, already exists as type integer dropped=1`, 2, 1},
+		{`partial write: unable to parse 'not line protocol': invalid field format`, 3, 1},
+		{`partial write: unable to parse 'a': invalid field format; unable to parse 'b c': missing fields dropped=2`, 10, 4},
+		{`database not found: "x"`, 5, 5},
+		{`partial write: dropped=99`, 5, 5},
+	}
+	for _, tt := range tests {
+		if got := badPoints(tt.msg, tt.n); got != tt.want {
+			t.Errorf("badPoints(%q, %d) = %d, want %d", tt.msg, tt.n, got, tt.want)
+		}
 	}
 }

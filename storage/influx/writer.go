@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -68,7 +69,9 @@ func (s *Sink) drain(ctx context.Context, attempt *int) {
 			if fromSpool {
 				s.spool.ack(rec)
 			}
-			s.droppedBad.Add(uint64(n))
+			bad := badPoints(err.Error(), n)
+			s.written.Add(uint64(n - bad))
+			s.droppedBad.Add(uint64(bad))
 			s.inflight.Store(0)
 			continue
 		}
@@ -215,4 +218,30 @@ func (s *Sink) shutdown() error {
 	}
 	s.log.Info("influx: points spooled for the next start", "points", len(rest))
 	return nil
+}
+
+// badPoints reads how many of a refused batch's n points InfluxDB dropped.
+// InfluxDB 1.x writes the good points of a batch with bad ones and
+// answers 400 "partial write:", naming each line it could not parse
+// ("unable to parse '…'") and counting points it refused ("dropped=N");
+// anything else is taken as the whole batch refused.
+func badPoints(msg string, n int) int {
+	if !strings.Contains(msg, "partial write") {
+		return n
+	}
+	bad := strings.Count(msg, "unable to parse '")
+	if i := strings.LastIndex(msg, "dropped="); i >= 0 {
+		digits := msg[i+len("dropped="):]
+		end := 0
+		for end < len(digits) && digits[end] >= '0' && digits[end] <= '9' {
+			end++
+		}
+		if d, err := strconv.Atoi(digits[:end]); err == nil {
+			bad += d
+		}
+	}
+	if bad <= 0 || bad > n {
+		return n
+	}
+	return bad
 }
