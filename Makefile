@@ -44,6 +44,7 @@ static-check: build
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./capture ./flow ./baseline ./detect ./engine | tee bench.txt
+	$(GO) test -run '^$$' -bench NewDestinationToWebhook -benchtime 300x ./agent | tee -a bench.txt
 	bash scripts/bench-replay.sh
 
 fuzz:

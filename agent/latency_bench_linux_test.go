@@ -51,6 +51,8 @@ func BenchmarkNewDestinationToWebhook(b *testing.B) {
 	cfg.Learning.Period = Duration(time.Second)
 	cfg.Learning.StabilityWindow = 0
 	cfg.Alerts.Receivers = []ReceiverConfig{{Name: "hook", Type: alert.TypeGeneric, URL: hook.URL, SecretFile: key}}
+	// Every trial is a new port on the same host: no grouping, one alert each.
+	cfg.Alerts.Cooldown = Duration(time.Nanosecond)
 	a, err := New(cfg, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 	if err != nil {
 		b.Fatal(err)
