@@ -402,7 +402,7 @@ func (r *receiver) post(ctx context.Context, body []byte, hdr http.Header) resul
 	if err != nil {
 		return result{err: fmt.Errorf("post: %w", redactErr(err))}
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	excerpt, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // so the connection can be reused
 	code := resp.StatusCode
