@@ -24,19 +24,21 @@ import (
 	"github.com/egresswatch/egresswatch/detect"
 	"github.com/egresswatch/egresswatch/engine"
 	"github.com/egresswatch/egresswatch/storage"
+	"github.com/egresswatch/egresswatch/storage/influx"
 	"github.com/egresswatch/egresswatch/workload"
 )
 
 // Agent runs egresswatch on one node. Build it with New, then call Run once.
 type Agent struct {
-	cfg   Config
-	log   *slog.Logger
-	reg   *prometheus.Registry
-	store *storage.Store
-	ln    net.Listener
-	feed  *liveFeed
-	attr  attribution
-	alert *alert.Dispatcher // nil without receivers
+	cfg    Config
+	log    *slog.Logger
+	reg    *prometheus.Registry
+	store  *storage.Store
+	ln     net.Listener
+	feed   *liveFeed
+	attr   attribution
+	alert  *alert.Dispatcher // nil without receivers
+	influx *influx.Sink      // nil without InfluxDB
 
 	status atomic.Pointer[Status]
 	snap   atomic.Pointer[engineSnapshot]
@@ -93,6 +95,16 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Agent, error)
 	}
 	a.feed = feed
 	reg.MustRegister(newCollector(&a.snap, a.feed.Counters))
+	if ic, ok := cfg.InfluxSinkConfig(); ok {
+		s, err := influx.New(ic, log.With("component", "influx"))
+		if err != nil {
+			_ = st.Close()
+			_ = ln.Close()
+			return nil, fmt.Errorf("influx: %w", err)
+		}
+		a.influx = s
+		reg.MustRegister(newInfluxCollector(s))
+	}
 	if len(cfg.Alerts.Receivers) > 0 {
 		d, err := alert.New(cfg.AlertConfig(), log.With("component", "alert"), time.Now)
 		if err != nil {
@@ -122,6 +134,9 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	reg := workload.NewRegistry()
 	ifaces := newInterfaces(reg, a.attr.Owner, a.cfg.Capture.HoldPackets, a.cfg.Capture.HoldTimeout.D())
 	var sink engine.Sink = StoreSink{a.store}
+	if a.influx != nil {
+		sink = Tee{sink, a.influx}
+	}
 	if a.alert != nil {
 		sink = alertSink{next: sink, d: a.alert}
 	}
@@ -139,6 +154,23 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	g.Go(func() error { return a.attr.Run(gctx) })
 	if a.alert != nil {
 		g.Go(func() error { return a.alert.Run(gctx) })
+	}
+	if a.influx != nil {
+		// The writer outlives the engine loop: it must take the last
+		// interval the loop flushes at shutdown, then spool what it cannot
+		// write. So it stops on its own context, after the others.
+		ictx, icancel := context.WithCancel(context.WithoutCancel(ctx))
+		idone := make(chan error, 1)
+		go func() { idone <- a.influx.Run(ictx) }()
+		defer func() {
+			icancel()
+			if ierr := <-idone; ierr != nil && err == nil {
+				err = fmt.Errorf("influx: %w", ierr)
+			}
+			if cerr := a.influx.Close(); cerr != nil && err == nil {
+				err = fmt.Errorf("influx: %w", cerr)
+			}
+		}()
 	}
 	g.Go(func() error { return a.feed.Run(gctx, packets) })
 	g.Go(func() error {
@@ -168,6 +200,7 @@ type loop struct {
 	drops       uint64 // kernel and queue drops summed over interfaces at the last tick
 	lastSave    time.Time
 	lastPrune   time.Time
+	lastHealth  time.Time
 }
 
 func (l *loop) run(ctx context.Context) error {
@@ -231,6 +264,10 @@ func (l *loop) tick(now time.Time) {
 			l.a.log.Error("save baselines", "err", err)
 		}
 	}
+	if l.a.influx != nil && now.Sub(l.lastHealth) >= l.a.cfg.Flows.Interval.D() {
+		l.lastHealth = now
+		l.writeHealth(now)
+	}
 	if now.Sub(l.lastPrune) >= time.Hour {
 		l.lastPrune = now
 		if _, err := l.a.store.Prune(now); err != nil {
@@ -258,6 +295,39 @@ func (l *loop) shutdown(now time.Time) error {
 	l.publish(now)
 	l.a.log.Info("agent stopped; intervals and baselines flushed")
 	return err
+}
+
+// writeHealth sends the agent's own counters to InfluxDB (measurement
+// egresswatch_agent): one point per interface and one for the agent.
+func (l *loop) writeHealth(now time.Time) {
+	node := map[string]string{"node": l.a.cfg.NodeName}
+	for _, c := range l.a.feed.Counters() {
+		tags := map[string]string{"node": l.a.cfg.NodeName, "interface": c.name}
+		fields := map[string]any{"packets": int64(c.packets), "bytes": int64(c.bytes),
+			"kernel_drops": int64(c.kernelDrops), "queue_drops": int64(c.queueDrops), "active": c.active}
+		if err := l.a.influx.WriteAgentStats(now, fields, tags); err != nil {
+			l.a.log.Debug("agent stats not queued", "err", err)
+		}
+	}
+	s := l.eng.Summary()
+	is := l.a.influx.Stats()
+	fields := map[string]any{
+		"flows_active": int64(s.Flow.Active), "flows_created": int64(s.Flow.Created), "flows_evicted": int64(s.Flow.Evicted),
+		"packets": int64(s.Packets), "unattributed_packets": int64(s.Unattributed), "held_dropped": int64(l.ifaces.heldDropped),
+		"influx_queue_points": int64(is.Queued), "influx_spool_bytes": is.SpooledBytes,
+		"influx_write_errors": int64(is.WriteErrors), "influx_dropped_points": int64(is.Dropped),
+		"store_write_errors": int64(s.SinkErrors),
+	}
+	if l.a.alert != nil {
+		var depth int
+		for _, rs := range l.a.alert.Stats() {
+			depth += rs.QueueDepth
+		}
+		fields["alert_queue_depth"] = int64(depth)
+	}
+	if err := l.a.influx.WriteAgentStats(now, fields, node); err != nil {
+		l.a.log.Debug("agent stats not queued", "err", err)
+	}
 }
 
 func (l *loop) publish(now time.Time) {
@@ -353,3 +423,29 @@ func LoadProfiles(st *storage.Store) ([]*baseline.Profile, error) {
 
 // Addr is the address the local API listens on (useful with port 0).
 func (a *Agent) Addr() string { return a.ln.Addr().String() }
+
+// Tee passes the engine's output to each sink and returns the first error;
+// a failing sink does not keep the others from being written.
+type Tee []engine.Sink
+
+func (t Tee) each(f func(engine.Sink) error) error {
+	var first error
+	for _, s := range t {
+		if err := f(s); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+func (t Tee) WriteIntervals(recs []engine.IntervalRecord) error {
+	return t.each(func(s engine.Sink) error { return s.WriteIntervals(recs) })
+}
+
+func (t Tee) WriteAnomalies(as []detect.Anomaly) error {
+	return t.each(func(s engine.Sink) error { return s.WriteAnomalies(as) })
+}
+
+func (t Tee) SaveProfiles(ps []*baseline.Profile) error {
+	return t.each(func(s engine.Sink) error { return s.SaveProfiles(ps) })
+}

@@ -36,6 +36,7 @@ type Config struct {
 	Flows      FlowsConfig      `json:"flows"`
 	Storage    StorageConfig    `json:"storage"`
 	Alerts     AlertsConfig     `json:"alerts"`
+	Influx     InfluxConfig     `json:"influx"`
 }
 
 // ContainerdConfig says where to ask which container owns a veth.
@@ -230,6 +231,11 @@ func (c Config) Validate() error {
 	}
 	if err := c.EngineConfig().Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	if ic, ok := c.InfluxSinkConfig(); ok {
+		if err := ic.Validate(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if len(c.Alerts.Receivers) > 0 {
 		if err := c.AlertConfig().Validate(); err != nil {

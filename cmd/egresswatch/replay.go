@@ -1,9 +1,12 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/netip"
 	"os"
 	"slices"
@@ -20,6 +23,7 @@ import (
 	"github.com/egresswatch/egresswatch/detect"
 	"github.com/egresswatch/egresswatch/engine"
 	"github.com/egresswatch/egresswatch/storage"
+	"github.com/egresswatch/egresswatch/storage/influx"
 	"github.com/egresswatch/egresswatch/workload"
 )
 
@@ -37,6 +41,7 @@ type replayOptions struct {
 	foldV6      int
 	maxFlows    int
 	progressMin int64
+	influx      agent.InfluxConfig
 }
 
 func newReplayCommand(g *globals) *cobra.Command {
@@ -66,6 +71,7 @@ Without --workload, every private (RFC 1918, ULA) address is a workload of its o
 	f.IntVar(&o.foldV4, "fold-ipv4", def.Baseline.FoldIPv4Bits, "fold destinations known only by IPv4 address to this prefix length")
 	f.IntVar(&o.foldV6, "fold-ipv6", def.Baseline.FoldIPv6Bits, "fold destinations known only by IPv6 address to this prefix length")
 	f.IntVar(&o.maxFlows, "max-flows", def.Flow.MaxFlows, "hard cap on tracked flows")
+	bindInfluxFlags(f, &o.influx)
 	return cmd
 }
 
@@ -129,7 +135,7 @@ func runReplay(cmd *cobra.Command, g *globals, o replayOptions) (err error) {
 	defer func() { _ = src.Close() }() // read-only: nothing to lose
 
 	mem := &memorySink{}
-	sinks := teeSink{mem}
+	sinks := agent.Tee{mem}
 	var loaded []*baseline.Profile
 	if o.dataDir != "" {
 		st, err := storage.Open(o.dataDir, storage.Options{})
@@ -141,6 +147,17 @@ func runReplay(cmd *cobra.Command, g *globals, o replayOptions) (err error) {
 			return err
 		}
 		sinks = append(sinks, agent.StoreSink{Store: st})
+	}
+	if o.influx.URL != "" {
+		stop, ierr := startInflux(cmd.Context(), o, log, &sinks)
+		if ierr != nil {
+			return ierr
+		}
+		defer func() {
+			if ierr := stop(); ierr != nil && err == nil {
+				err = ierr
+			}
+		}()
 	}
 	reg := workload.NewRegistry()
 	eng, err := engine.New(cfg, log, reg, workload.NewStatic(reg, mappings), sinks, loaded)
@@ -155,7 +172,65 @@ func runReplay(cmd *cobra.Command, g *globals, o replayOptions) (err error) {
 	if err != nil {
 		return err
 	}
-	return printReplay(g.stdout, o.output, mem.anomalies, eng.Summary(), stats)
+	return printReplay(g.stdout, o.output, mem, eng.Summary(), stats)
+}
+
+// startInflux adds an InfluxDB sink to sinks and starts its writer; stop
+// flushes it (with the capture's timestamps, points land where the capture
+// happened) and reports a failure to write everything.
+func startInflux(ctx context.Context, o replayOptions, log *slog.Logger, sinks *agent.Tee) (stop func() error, err error) {
+	ac := agent.DefaultConfig()
+	ac.NodeName, ac.Influx = o.node, o.influx
+	if o.dataDir != "" {
+		ac.DataDir = o.dataDir
+	} else {
+		dir, err := os.MkdirTemp("", "egresswatch-replay-spool-")
+		if err != nil {
+			return nil, err
+		}
+		ac.DataDir = dir
+	}
+	ic, _ := ac.InfluxSinkConfig()
+	if err := ic.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %w", errUsage, err)
+	}
+	s, err := influx.New(ic, log.With("component", "influx"))
+	if err != nil {
+		return nil, err
+	}
+	*sinks = append(*sinks, s)
+	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan error, 1)
+	go func() { done <- s.Run(rctx) }()
+	return func() error {
+		// Give the writer the time it needs to send everything queued,
+		// then stop it; what is left stays in the spool.
+		deadline := time.Now().Add(ic.Timeout + 30*time.Second)
+		for time.Now().Before(deadline) {
+			st := s.Stats()
+			if st.Queued == 0 && st.SpooledPoints == 0 || errors.Is(st.Err, influx.ErrRefused) {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		cancel()
+		err := <-done
+		if cerr := s.Close(); err == nil {
+			err = cerr
+		}
+		st := s.Stats()
+		switch {
+		case err != nil:
+		case st.Err != nil || st.Queued > 0 || st.SpooledPoints > 0:
+			err = fmt.Errorf("influx: %d points not written (%s)", st.Queued+st.SpooledPoints, st.LastError)
+		case st.Dropped > 0:
+			err = fmt.Errorf("influx: %d points dropped (%s)", st.Dropped, st.LastError)
+		}
+		if o.dataDir == "" {
+			_ = os.RemoveAll(ac.DataDir)
+		}
+		return err
+	}, nil
 }
 
 // progressBar returns a progress callback drawing on stderr, or nil when
@@ -179,22 +254,25 @@ func progressBar(stderr io.Writer, path string, minSize int64) func(int64) {
 
 // ReplaySummary is the last line of `replay --output json`.
 type ReplaySummary struct {
-	Packets        uint64            `json:"packets"`
-	Bytes          uint64            `json:"bytes"`
-	Records        uint64            `json:"records"`
-	ReadErrors     uint64            `json:"read_errors"`
-	Unattributed   uint64            `json:"unattributed_packets"`
-	Flows          uint64            `json:"flows"`
-	FlowsEvicted   uint64            `json:"flows_evicted"`
-	Workloads      int               `json:"workloads"`
-	Intervals      uint64            `json:"interval_records"`
-	Drops          map[string]uint64 `json:"drops"`
-	Anomalies      map[string]uint64 `json:"anomalies"`
-	AnomaliesTotal uint64            `json:"anomalies_total"`
-	DNSAnswers     uint64            `json:"dns_answers"`
-	DNSErrors      uint64            `json:"dns_errors"`
-	First          time.Time         `json:"first"`
-	Last           time.Time         `json:"last"`
+	Packets          uint64            `json:"packets"`
+	Bytes            uint64            `json:"bytes"`
+	Records          uint64            `json:"records"`
+	ReadErrors       uint64            `json:"read_errors"`
+	Unattributed     uint64            `json:"unattributed_packets"`
+	Flows            uint64            `json:"flows"`
+	FlowsEvicted     uint64            `json:"flows_evicted"`
+	Workloads        int               `json:"workloads"`
+	Intervals        uint64            `json:"interval_records"`
+	Drops            map[string]uint64 `json:"drops"`
+	Anomalies        map[string]uint64 `json:"anomalies"`
+	AnomaliesTotal   uint64            `json:"anomalies_total"`
+	DNSAnswers       uint64            `json:"dns_answers"`
+	DNSErrors        uint64            `json:"dns_errors"`
+	IntervalBytesOut uint64            `json:"interval_bytes_out"` // totals of the interval records written
+	IntervalBytesIn  uint64            `json:"interval_bytes_in"`
+	Connections      uint64            `json:"connections"`
+	First            time.Time         `json:"first"`
+	Last             time.Time         `json:"last"`
 }
 
 func summarize(s engine.Summary, rs engine.ReadStats) ReplaySummary {
@@ -218,8 +296,10 @@ func summarize(s engine.Summary, rs engine.ReadStats) ReplaySummary {
 	return out
 }
 
-func printReplay(w io.Writer, format string, as []detect.Anomaly, s engine.Summary, rs engine.ReadStats) error {
+func printReplay(w io.Writer, format string, mem *memorySink, s engine.Summary, rs engine.ReadStats) error {
+	as := mem.anomalies
 	sum := summarize(s, rs)
+	sum.IntervalBytesOut, sum.IntervalBytesIn, sum.Connections = mem.bytesOut, mem.bytesIn, mem.connections
 	if format == "json" {
 		enc := json.NewEncoder(w)
 		for _, a := range as {

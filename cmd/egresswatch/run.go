@@ -36,6 +36,17 @@ func bindRunFlags(f *pflag.FlagSet, cfg *agent.Config) {
 	f.Uint64Var(&cfg.Volume.FloorBytes, "volume-floor", cfg.Volume.FloorBytes, "bytes per window below which volume is never a spike")
 	durationVar(f, &cfg.Flows.Interval, "interval", "interval record length")
 	f.IntVar(&cfg.Flows.MaxFlows, "max-flows", cfg.Flows.MaxFlows, "hard cap on tracked flows")
+	bindInfluxFlags(f, &cfg.Influx)
+}
+
+// bindInfluxFlags binds the InfluxDB settings shared by run and replay. The
+// token is read from --influx-token-file or EGRESSWATCH_INFLUX_TOKEN, never
+// from a flag value that would show in ps.
+func bindInfluxFlags(f *pflag.FlagSet, c *agent.InfluxConfig) {
+	f.StringVar(&c.URL, "influx-url", c.URL, "InfluxDB URL (e.g. http://influxdb:8086); empty: no InfluxDB")
+	f.StringVar(&c.Bucket, "influx-bucket", c.Bucket, `InfluxDB bucket ("db/rp" or "db" on InfluxDB 1.8)`)
+	f.StringVar(&c.Org, "influx-org", c.Org, "InfluxDB organisation (2.x)")
+	f.StringVar(&c.TokenFile, "influx-token-file", c.TokenFile, "file holding the InfluxDB token (or set "+agent.TokenEnv+")")
 }
 
 type durationValue struct{ d *agent.Duration }

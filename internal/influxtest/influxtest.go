@@ -138,7 +138,7 @@ func StartWith(t testing.TB, opts Options) *Server {
 	if err := s.writeConfig(freeAddr(t)); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.stop() })
+	t.Cleanup(func() { _ = s.stop() })
 	s.Start(t)
 	if opts.Auth {
 		// With no user yet, InfluxDB lets the first admin be created
@@ -157,7 +157,7 @@ func freeAddr(t testing.TB) string {
 	if err != nil {
 		t.Fatalf("find a free port: %v", err)
 	}
-	defer l.Close()
+	defer func() { _ = l.Close() }()
 	return l.Addr().String()
 }
 
@@ -238,7 +238,7 @@ func (s *Server) Start(t testing.TB) {
 	for {
 		resp, err := s.client.Get(s.URL + "/ping")
 		if err == nil {
-			resp.Body.Close()
+			_ = resp.Body.Close()
 			if resp.StatusCode == http.StatusNoContent {
 				return
 			}
@@ -386,7 +386,7 @@ func (s *Server) do(t testing.TB, req *http.Request) []byte {
 	if err != nil {
 		t.Fatalf("%s %s: %v", req.Method, req.URL.Path, err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
 		t.Fatalf("%s %s: read: %v", req.Method, req.URL.Path, err)

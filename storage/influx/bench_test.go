@@ -90,3 +90,20 @@ func splitUnescaped(l string) []string {
 	}
 	return append(parts, l[start:])
 }
+
+// BenchmarkSpoolAppend is what a WriteIntervals call pays on top of the
+// conversion when the queue is full: one record of 8 points to disk.
+func BenchmarkSpoolAppend(b *testing.B) {
+	s, err := openSpool(b.TempDir(), 1<<30)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.close()
+	lines := intervalLines(benchRecords(8), 50)
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := s.append(lines, 100); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package influx
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -296,7 +297,8 @@ func TestWrongTokenKeepsPoints(t *testing.T) {
 	}
 	s.waitFor(t, "retries", 10*time.Second, func() bool { return s.Stats().WriteErrors >= 3 })
 	st := s.Stats()
-	if !strings.Contains(st.LastError, "write refused: 401 unauthorized: ") || st.SpooledPoints != len(recs) || st.Dropped != 0 {
+	if !errors.Is(st.Err, ErrRefused) || !strings.Contains(st.LastError, "write refused: 401 unauthorized: authorization failed") ||
+		st.SpooledPoints != len(recs) || st.Dropped != 0 {
 		t.Errorf("stats %+v", st)
 	}
 	if n := s.log.count("write refused: 401 unauthorized"); n != 1 {

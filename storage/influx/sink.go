@@ -32,30 +32,36 @@ var (
 
 // Stats are the sink's counters, for metrics.
 type Stats struct {
-	Queued         int    // points in memory
+	Queued         int    // points in memory, the batch being written included
 	SpooledPoints  int    // points in the spool
 	SpooledBytes   int64  // size of the spool's segments
 	Written        uint64 // points InfluxDB accepted
-	Dropped        uint64 // all points lost: the sum of the three below
-	DroppedBad     uint64 // points of batches refused as bad (400)
+	Dropped        uint64 // all points lost: the sum of the four below
+	DroppedBad     uint64 // points InfluxDB refused as bad (400)
 	DroppedFull    uint64 // points dropped from a full spool, oldest first
 	DroppedCorrupt uint64 // points of spool records found corrupt
+	DroppedSpool   uint64 // points lost because the spool could not be written (disk full)
 	CorruptSpool   uint64 // corrupt spool records skipped
 	WriteErrors    uint64 // failed write requests, transient or permanent
 	LastError      string // the latest write error, "" once a write succeeds
+	// Err is the latest write error, nil once a write succeeds;
+	// errors.Is(Err, ErrRefused) for a refusal that waits for a fix.
+	Err error
 }
 
 // Sink writes what the engine produces to InfluxDB without ever making the
 // engine wait on the network: points go to a bounded memory queue and,
-// when that is full or InfluxDB is down, to an on-disk spool that Run
-// drains, oldest first, once InfluxDB takes writes again.
+// when that is full (InfluxDB down or slow), to an on-disk spool that Run
+// drains, oldest segment first, once InfluxDB takes writes again.
 //
-// A Sink's methods are safe for concurrent use. It is built by New, runs
-// its writer in Run, and is released by Close after Run returned.
+// A Sink's methods are safe for concurrent use; the zero value is not
+// usable. It is built by New, runs its writer in Run, and is released by
+// Close after Run returned.
 type Sink struct {
 	cfg    Config
 	log    *slog.Logger
 	client influxdb2.Client
+	hc     *http.Client
 	write  api.WriteAPIBlocking
 	spool  *spool
 	now    func() time.Time
@@ -64,11 +70,11 @@ type Sink struct {
 	mu       sync.Mutex // guards the fields below
 	queue    []string   // line-protocol points, oldest first
 	stopped  bool       // Run returned: points go straight to the spool
-	lastErr  string
+	lastErr  error
 	reported map[int]bool // permanent error statuses logged since the last success
 
-	written, droppedBad, writeErrors atomic.Uint64
-	inflight                         atomic.Int64 // points taken from the queue, not yet written or spooled
+	written, droppedBad, unspooled, writeErrors atomic.Uint64
+	inflight                                    atomic.Int64 // points taken from the queue, not yet written or spooled
 }
 
 // New checks cfg, opens the spool (taking its directory for this sink
@@ -112,6 +118,7 @@ func New(cfg Config, log *slog.Logger) (*Sink, error) {
 		cfg:      cfg,
 		log:      log.With("component", "influx"),
 		client:   client,
+		hc:       hc,
 		write:    client.WriteAPIBlocking(cfg.Org, cfg.Bucket),
 		spool:    sp,
 		now:      time.Now,
@@ -148,9 +155,12 @@ func (s *Sink) WriteAgentStats(now time.Time, fields map[string]any, tags map[st
 	return s.enqueue([]string{l})
 }
 
-// enqueue adds points to the queue. When they do not fit, the queue and
-// they go to the spool together, so that the spool, drained first, stays
-// older than the queue.
+// enqueue adds points to the queue, or to the spool when they do not fit.
+// Only the new points are spooled, so that a call costs disk time in
+// proportion to what it brings, never to the queue's size; the spool is
+// written first, which puts these newer points before the queue's older
+// ones, and InfluxDB, which keeps points by their timestamps, does not
+// mind.
 func (s *Sink) enqueue(lines []string) error {
 	if len(lines) == 0 {
 		return nil
@@ -158,10 +168,9 @@ func (s *Sink) enqueue(lines []string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.stopped || len(s.queue)+len(lines) > s.cfg.QueueSize {
-		spill := append(s.queue, lines...)
-		s.queue = nil
-		if err := s.spool.append(spill, s.cfg.BatchSize); err != nil {
-			return fmt.Errorf("spool %d points: %w", len(spill), err)
+		if err := s.spool.append(lines, s.cfg.BatchSize); err != nil {
+			s.unspooled.Add(uint64(len(lines)))
+			return fmt.Errorf("spool %d points: %w", len(lines), err)
 		}
 		s.signal()
 		return nil
@@ -190,11 +199,15 @@ func (s *Sink) Stats() Stats {
 		Queued: queued + int(s.inflight.Load()), SpooledPoints: sp.points, SpooledBytes: sp.bytes,
 		Written:    s.written.Load(),
 		DroppedBad: s.droppedBad.Load(), DroppedFull: sp.dropped, DroppedCorrupt: sp.corruptPoints,
+		DroppedSpool: s.unspooled.Load(),
 		CorruptSpool: sp.corrupt,
 		WriteErrors:  s.writeErrors.Load(),
-		LastError:    lastErr,
+		Err:          lastErr,
 	}
-	st.Dropped = st.DroppedBad + st.DroppedFull + st.DroppedCorrupt
+	if lastErr != nil {
+		st.LastError = lastErr.Error()
+	}
+	st.Dropped = st.DroppedBad + st.DroppedFull + st.DroppedCorrupt + st.DroppedSpool
 	return st
 }
 
@@ -205,5 +218,6 @@ func (s *Sink) Close() error {
 	s.stopped = true
 	s.mu.Unlock()
 	s.client.Close()
+	s.hc.CloseIdleConnections()
 	return s.spool.close()
 }

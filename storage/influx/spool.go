@@ -62,19 +62,18 @@ type spool struct {
 	segMax int64
 	lock   *os.File
 
-	mu        sync.Mutex // guards the fields below
-	segs      []segment  // oldest first; the last one is active when active != nil
-	active    *os.File
-	nextSeq   uint64
-	cursor    int64 // read offset in segs[0]
-	readPts   int   // points of segs[0] before cursor
-	bytes     int64
-	points    int    // points in all segments, read ones included
-	dropped   uint64 // points dropped because the spool was full
-	corrupt   uint64 // records found corrupt and skipped with their segment's rest
-	lostPts   uint64 // points of the corrupt records and what followed them
-	closed    bool
-	cursorErr error
+	mu      sync.Mutex // guards the fields below
+	segs    []segment  // oldest first; the last one is active when active != nil
+	active  *os.File
+	nextSeq uint64
+	cursor  int64 // read offset in segs[0]
+	readPts int   // points of segs[0] before cursor
+	bytes   int64
+	points  int    // points in all segments, read ones included
+	dropped uint64 // points dropped because the spool was full
+	corrupt uint64 // records found corrupt and skipped with their segment's rest
+	lostPts uint64 // points of the corrupt records and what followed them
+	closed  bool
 }
 
 // record is one spooled batch handed to the writer.
@@ -94,12 +93,12 @@ func openSpool(dir string, maxBytes int64) (*spool, error) {
 		return nil, fmt.Errorf("open spool lock: %w", err)
 	}
 	if err := unix.Flock(int(lf.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		lf.Close()
+		_ = lf.Close()
 		return nil, fmt.Errorf("lock %s: %w", dir, ErrSpoolLocked)
 	}
 	s := &spool{dir: dir, max: maxBytes, segMax: min(max(maxBytes/8, 16<<10), 64<<20), lock: lf, nextSeq: 1}
 	if err := s.load(); err != nil {
-		s.close()
+		_ = s.close()
 		return nil, err
 	}
 	return s, nil
@@ -173,7 +172,7 @@ func (s *spool) scan(seq uint64) (segment, error) {
 	if err != nil {
 		return segment{}, fmt.Errorf("open spool segment: %w", err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	st, err := f.Stat()
 	if err != nil {
 		return segment{}, fmt.Errorf("stat spool segment: %w", err)
@@ -199,7 +198,7 @@ func (s *spool) pointsBefore(seq uint64, end int64) int {
 	if err != nil {
 		return 0
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	var h [recordHeader]byte
 	pts := 0
 	for off := int64(0); off < end; {
@@ -275,12 +274,15 @@ func (s *spool) appendRecord(lines []string) error {
 	return nil
 }
 
-// seal closes the active segment; the next append starts another.
+// seal closes the active segment; the next append starts another. It
+// does not fsync: the engine's goroutine may be waiting for the lock, and
+// the spool is there for InfluxDB outages and agent restarts, which the
+// page cache survives. After a power loss, what the kernel had not written
+// back is a short tail, skipped as corrupt. close syncs.
 func (s *spool) seal() {
 	if s.active == nil {
 		return
 	}
-	_ = s.active.Sync() // best effort: an unsynced tail is a corrupt tail after a crash
 	_ = s.active.Close()
 	s.active = nil
 }
@@ -338,7 +340,7 @@ func (s *spool) read(h segment, off int64) (record, error) {
 	if err != nil {
 		return record{}, fmt.Errorf("open spool segment: %w", err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	var hdr [recordHeader]byte
 	if _, err := f.ReadAt(hdr[:], off); err != nil {
 		return record{}, fmt.Errorf("%w: header: %v", errCorrupt, err)
@@ -363,40 +365,46 @@ func (s *spool) read(h segment, off int64) (record, error) {
 }
 
 // ack marks r written. A record whose segment was dropped meanwhile is
-// ignored.
+// ignored. The cursor file is written outside the lock, which appends
+// from the engine's goroutine wait for; only the writer acks, so cursor
+// writes do not race each other.
 func (s *spool) ack(r record) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if len(s.segs) == 0 || s.segs[0].seq != r.seq || s.cursor != r.off {
+		s.mu.Unlock()
 		return
 	}
 	s.cursor, s.readPts = r.next, s.readPts+r.points
 	if s.cursor >= s.segs[0].size && (s.active == nil || len(s.segs) > 1) {
 		s.removeHead()
 	}
-	s.saveCursor()
-}
-
-func (s *spool) saveCursor() {
-	seq := uint64(0)
+	seq, off := uint64(0), s.cursor
 	if len(s.segs) > 0 {
 		seq = s.segs[0].seq
 	}
+	s.mu.Unlock()
+	// A cursor that could not be saved costs, after a restart, resending
+	// records InfluxDB already has, which it absorbs: nothing to report.
+	_ = s.saveCursor(seq, off)
+}
+
+func (s *spool) saveCursor(seq uint64, off int64) error {
 	tmp := filepath.Join(s.dir, cursorFile+".tmp")
-	err := os.WriteFile(tmp, fmt.Appendf(nil, "%d %d\n", seq, s.cursor), 0o600)
-	if err == nil {
-		err = os.Rename(tmp, filepath.Join(s.dir, cursorFile))
+	if err := os.WriteFile(tmp, fmt.Appendf(nil, "%d %d\n", seq, off), 0o600); err != nil {
+		return fmt.Errorf("write spool cursor: %w", err)
 	}
-	s.cursorErr = err
+	if err := os.Rename(tmp, filepath.Join(s.dir, cursorFile)); err != nil {
+		return fmt.Errorf("write spool cursor: %w", err)
+	}
+	return nil
 }
 
 type spoolStats struct {
-	bytes          int64
-	points         int
-	dropped        uint64
-	corrupt        uint64
-	corruptPoints  uint64
-	cursorFailures error
+	bytes         int64
+	points        int
+	dropped       uint64
+	corrupt       uint64
+	corruptPoints uint64
 }
 
 func (s *spool) stats() spoolStats {
@@ -405,7 +413,6 @@ func (s *spool) stats() spoolStats {
 	return spoolStats{
 		bytes: s.bytes, points: s.points - s.readPts,
 		dropped: s.dropped, corrupt: s.corrupt, corruptPoints: s.lostPts,
-		cursorFailures: s.cursorErr,
 	}
 }
 
@@ -417,6 +424,9 @@ func (s *spool) close() error {
 		return nil
 	}
 	s.closed = true
+	if s.active != nil {
+		_ = s.active.Sync() // best effort: an unsynced tail is a corrupt tail after a crash
+	}
 	s.seal()
 	if s.lock != nil {
 		_ = unix.Flock(int(s.lock.Fd()), unix.LOCK_UN)

@@ -62,9 +62,14 @@ func (s *Sink) drain(ctx context.Context, attempt *int) {
 			*attempt = 0
 			continue
 		}
+		if ctx.Err() != nil {
+			// Shutting down, not a failure: the batch waits in the spool.
+			s.keep(lines)
+			return
+		}
 		s.writeErrors.Add(1)
 		status, retryAfter, permanent := s.failed(err, n)
-		if permanent && status != http.StatusUnauthorized && status != http.StatusForbidden && status != http.StatusNotFound {
+		if permanent && !heldOnRefusal(status) {
 			// Bad points stay bad: resending cannot help.
 			if fromSpool {
 				s.spool.ack(rec)
@@ -75,18 +80,31 @@ func (s *Sink) drain(ctx context.Context, attempt *int) {
 			s.inflight.Store(0)
 			continue
 		}
-		if !fromSpool {
-			if err := s.spool.append(lines, s.cfg.BatchSize); err != nil {
-				s.log.Error("influx: points lost: cannot spool a failed batch", "points", n, "err", err)
-				s.droppedBad.Add(uint64(n))
-			}
-			s.inflight.Store(0)
-		}
+		s.keep(lines)
 		if !s.sleep(ctx, s.backoff(*attempt, retryAfter)) {
 			return
 		}
 		*attempt++
 	}
+}
+
+// heldOnRefusal says which refusals keep the points for later: those a
+// configuration fix (token, database) and a restart cure.
+func heldOnRefusal(status int) bool {
+	return status == http.StatusUnauthorized || status == http.StatusForbidden || status == http.StatusNotFound
+}
+
+// keep spools a batch taken from the queue that was not written; a batch
+// from the spool (lines nil) is still there.
+func (s *Sink) keep(lines []string) {
+	if len(lines) == 0 {
+		return
+	}
+	if err := s.spool.append(lines, s.cfg.BatchSize); err != nil {
+		s.log.Error("influx: points lost: cannot spool a batch", "points", len(lines), "err", err)
+		s.unspooled.Add(uint64(len(lines)))
+	}
+	s.inflight.Store(0)
 }
 
 // take removes up to n points from the front of the queue. They count as
@@ -137,17 +155,17 @@ func (s *Sink) failed(err error, points int) (status int, retryAfter time.Durati
 	s.reported[status] = true
 	if permanent {
 		refused := fmt.Errorf("influx: %w: %d %s: %s", ErrRefused, status, strings.ToLower(http.StatusText(status)), msg)
-		s.lastErr = refused.Error()
+		s.lastErr = refused
 		if first {
 			what := "points kept in the spool; retrying with backoff"
-			if status != http.StatusUnauthorized && status != http.StatusForbidden && status != http.StatusNotFound {
+			if !heldOnRefusal(status) {
 				what = "points dropped"
 			}
 			s.log.Error(refused.Error(), "points", points, "action", what)
 		}
 		return status, retryAfter, true
 	}
-	s.lastErr = "influx: write failed: " + err.Error()
+	s.lastErr = fmt.Errorf("influx: write failed: %w", err)
 	if first {
 		s.log.Warn("influx: write failed; points are spooled and retried", "status", status, "err", err)
 	}
@@ -161,7 +179,7 @@ func (s *Sink) recovered(attempts int) {
 		s.log.Info("influx: writes resumed", "failed_attempts", attempts)
 		clear(s.reported)
 	}
-	s.lastErr = ""
+	s.lastErr = nil
 }
 
 // backoff is the wait before retry number attempt+1: exponential from
@@ -214,6 +232,7 @@ func (s *Sink) shutdown() error {
 		return nil
 	}
 	if err := s.spool.append(rest, s.cfg.BatchSize); err != nil {
+		s.unspooled.Add(uint64(len(rest)))
 		return fmt.Errorf("spool %d points at shutdown: %w", len(rest), err)
 	}
 	s.log.Info("influx: points spooled for the next start", "points", len(rest))
