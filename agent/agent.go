@@ -172,9 +172,13 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 			}
 		}()
 	}
-	g.Go(func() error { return a.feed.Run(gctx, packets) })
+	feedDone := make(chan struct{})
 	g.Go(func() error {
-		l := loop{a: a, eng: eng, ifaces: ifaces, act: act, packets: packets, links: a.feed.Links()}
+		defer close(feedDone)
+		return a.feed.Run(gctx, packets)
+	})
+	g.Go(func() error {
+		l := loop{a: a, eng: eng, ifaces: ifaces, act: act, packets: packets, links: a.feed.Links(), feedDone: feedDone}
 		return l.run(gctx)
 	})
 	a.log.Info("agent started", "node", a.cfg.NodeName, "listen", a.ln.Addr().String(), "data_dir", a.cfg.DataDir,
@@ -189,12 +193,13 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 // loop is the engine goroutine: the only one that touches the engine, the
 // interfaces and the profiles.
 type loop struct {
-	a       *Agent
-	eng     *engine.Engine
-	ifaces  *interfaces
-	act     *activity
-	packets <-chan *capture.Batch
-	links   <-chan linkEvent
+	a        *Agent
+	eng      *engine.Engine
+	ifaces   *interfaces
+	act      *activity
+	packets  <-chan *capture.Batch
+	links    <-chan linkEvent
+	feedDone <-chan struct{} // closed when capture has handed over its last batch
 
 	attrVersion uint64
 	drops       uint64 // kernel and queue drops summed over interfaces at the last tick
@@ -281,14 +286,28 @@ func (l *loop) tick(now time.Time) {
 // and saves the baselines.
 func (l *loop) shutdown(now time.Time) error {
 	l.a.ready.Store(false)
-	for {
+	// Capture reads its rings dry before it stops; take everything it
+	// hands over until then.
+	limit := time.NewTimer(5 * time.Second)
+	defer limit.Stop()
+	for waiting := true; waiting; {
 		select {
 		case b := <-l.packets:
 			l.batch(b)
-			continue
-		default:
+		case <-l.feedDone:
+			waiting = false
+		case <-limit.C:
+			l.a.log.Warn("capture did not stop within 5s; flushing what it handed over")
+			waiting = false
 		}
-		break
+	}
+	for drained := false; !drained; {
+		select {
+		case b := <-l.packets:
+			l.batch(b)
+		default:
+			drained = true
+		}
 	}
 	l.ifaces.resolveAll(now.Add(l.a.cfg.Capture.HoldTimeout.D()), l.eng.Packet)
 	err := l.eng.Close(now)

@@ -247,17 +247,23 @@ func (lc *LiveCapture) read(ctx context.Context, r *reader, pool *batchPool, out
 	r.c.ring.Store(a)
 	lc.log.Debug("capture started", "interface", r.link.Name, "ifindex", r.link.Index)
 
-	// Close wakes the read when the context ends; the goroutine running it
-	// is waited for so that none outlives Run.
-	closed := make(chan struct{})
-	stop := context.AfterFunc(ctx, func() {
-		_ = a.Close()
-		close(closed)
-	})
-	defer func() {
-		if !stop() {
-			<-closed
+	// When ctx ends the reader does not close the ring at once: it reads on
+	// until a poll finds the ring empty, which (the poll timeout being
+	// longer than the block timeout) means the kernel has handed over every
+	// frame captured before the stop. A busy interface is cut off after
+	// drainFor.
+	drainFor := 2*ringCfg.withDefaults().BlockTimeout + ringCfg.withDefaults().PollTimeout
+	var drainUntil time.Time
+	stopping := func() bool {
+		if ctx.Err() == nil {
+			return false
 		}
+		if drainUntil.IsZero() {
+			drainUntil = time.Now().Add(drainFor)
+		}
+		return time.Now().After(drainUntil)
+	}
+	defer func() {
 		_ = a.Close()
 		st, _ := a.Stats() // final totals once closed
 		lc.mu.Lock()
@@ -299,6 +305,9 @@ func (lc *LiveCapture) read(ctx context.Context, r *reader, pool *batchPool, out
 		case err == nil:
 		case errors.Is(err, ErrTimeout):
 			flush()
+			if ctx.Err() != nil {
+				return nil // drained
+			}
 			continue
 		case errors.Is(err, ErrClosed), errors.Is(err, ErrInterfaceGone):
 			return nil
@@ -325,6 +334,9 @@ func (lc *LiveCapture) read(ctx context.Context, r *reader, pool *batchPool, out
 		}
 		if b.full() || !a.pending() {
 			flush()
+			if stopping() {
+				return nil
+			}
 		}
 	}
 }
