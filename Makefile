@@ -14,7 +14,9 @@ PCAPS     ?= ../shared/data/pcaps
 
 export CGO_ENABLED = 0
 
-.PHONY: all build test unit lint setup bench fuzz static-check clean
+IMAGE     ?= ghcr.io/egresswatch/egresswatch:$(VERSION)
+
+.PHONY: all build test unit lint setup bench fuzz static-check image clean
 
 all: build
 
@@ -41,6 +43,10 @@ $(LINT):
 static-check: build
 	@if file $(BIN) | grep -q 'dynamically linked'; then echo "$(BIN) is not static"; exit 1; fi
 	@echo "$(BIN): static"
+
+# The container image (static binary on scratch); needs a Docker engine.
+image:
+	docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMAGE) .
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./capture ./flow ./baseline ./detect ./engine | tee bench.txt

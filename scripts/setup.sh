@@ -24,4 +24,6 @@ else
 fi
 # InfluxDB 1.8.10 for the storage tests, built from the module proxy.
 bash "$here/influxd.sh" install >/dev/null
+# helm for the chart's lint and render tests, built from the module proxy.
+bash "$here/helm.sh" install >/dev/null
 echo "setup: ok"
