@@ -1,12 +1,25 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs. Idempotent: a second run installs
-# nothing and returns in seconds (built tools are cached under
-# $HOME/.cache/egresswatch/bin).
+# nothing and returns in seconds (tools built from the Go module proxy are
+# cached under $HOME/.cache/egresswatch/bin and $(go env GOPATH)/bin).
 set -euo pipefail
 here=$(dirname "$0")
+logs=$(mktemp -d)
+trap 'rm -rf "$logs"' EXIT
+
+# The tools built with `go install` take minutes on a fresh machine: build
+# them while apt works.
+build() { # name command...
+  local name=$1
+  shift
+  ("$@" >"$logs/$name.log" 2>&1 || { echo "setup: $name failed:" >&2; cat "$logs/$name.log" >&2; exit 1; }) &
+}
+build influxd bash "$here/influxd.sh" install
+build helm bash "$here/helm.sh" install
+build golangci-lint make -s -C "$here/.." "$(go env GOPATH)/bin/golangci-lint"
 
 if [ "$(id -u)" -ne 0 ]; then
-  echo "setup: not root: nothing installed; the capture, containerd and network namespace tests will skip" >&2
+  echo "setup: not root: no packages installed; the capture, containerd and network namespace tests will skip" >&2
 else
   need_pkgs=()
   for p in file tshark tcpdump; do
@@ -22,8 +35,10 @@ else
   bash "$here/testenv.sh" install
   bash "$here/alertmanager.sh" install
 fi
-# InfluxDB 1.8.10 for the storage tests, built from the module proxy.
-bash "$here/influxd.sh" install >/dev/null
-# helm for the chart's lint and render tests, built from the module proxy.
-bash "$here/helm.sh" install >/dev/null
+
+status=0
+for job in $(jobs -p); do
+  wait "$job" || status=1
+done
+[ "$status" -eq 0 ] || exit 1
 echo "setup: ok"
