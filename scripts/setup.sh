@@ -31,9 +31,11 @@ else
     apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
   fi
   # containerd, runc, CNI plugins, dnsmasq, busybox and crictl for the live
-  # end-to-end tests; Alertmanager for the alert tests.
+  # end-to-end tests; Alertmanager for the alert tests; Prometheus to scrape a
+  # running agent.
   bash "$here/testenv.sh" install
   bash "$here/alertmanager.sh" install
+  bash "$here/prometheus.sh" install
 fi
 
 status=0
