@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"bytes"
+	"github.com/egresswatch/egresswatch/internal/testutil"
 	"net"
 	"os"
 	"os/exec"
@@ -37,25 +38,6 @@ func skipOrFail(t *testing.T, format string, args ...any) {
 		t.Fatalf(format, args...)
 	}
 	t.Skipf(format, args...)
-}
-
-// repoRoot walks up from the package directory to the one holding go.mod.
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the test directory")
-		}
-		dir = parent
-	}
 }
 
 // objects is a decoded manifest stream, by kind.
@@ -345,7 +327,7 @@ func checkVolumes(t *testing.T, pod corev1.PodSpec, c corev1.Container, cfg agen
 }
 
 func TestKubernetesManifests(t *testing.T) {
-	b, err := os.ReadFile(filepath.Join(repoRoot(t), "deploy", "kubernetes", "egresswatch.yaml"))
+	b, err := os.ReadFile(filepath.Join(testutil.RepoRoot(t), "deploy", "kubernetes", "egresswatch.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -401,7 +383,7 @@ func runHelm(t *testing.T, args ...string) []byte {
 }
 
 func chartDir(t *testing.T) string {
-	return filepath.Join(repoRoot(t), "deploy", "helm", "egresswatch")
+	return filepath.Join(testutil.RepoRoot(t), "deploy", "helm", "egresswatch")
 }
 
 // renderChart runs helm template with the given values files contents.
@@ -427,7 +409,7 @@ func TestHelmDefaults(t *testing.T) {
 	objs := renderChart(t)
 	cfg, _ := checkAgent(t, objs)
 	// The chart's defaults and the plain manifests configure the same agent.
-	b, err := os.ReadFile(filepath.Join(repoRoot(t), "deploy", "kubernetes", "egresswatch.yaml"))
+	b, err := os.ReadFile(filepath.Join(testutil.RepoRoot(t), "deploy", "kubernetes", "egresswatch.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -569,7 +551,7 @@ extraArgs: ["--log-level=debug"]
 // TestDockerfile checks the build the brief of the image promises: static,
 // reproducible paths, version stamped, nothing but the binary at the end.
 func TestDockerfile(t *testing.T) {
-	b, err := os.ReadFile(filepath.Join(repoRoot(t), "Dockerfile"))
+	b, err := os.ReadFile(filepath.Join(testutil.RepoRoot(t), "Dockerfile"))
 	if err != nil {
 		t.Fatal(err)
 	}

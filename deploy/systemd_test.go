@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"github.com/egresswatch/egresswatch/internal/testutil"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -55,7 +56,7 @@ func (u unit) last(section, key string) string {
 
 func readUnit(t *testing.T) ([]byte, unit) {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(repoRoot(t), "deploy", "systemd", "egresswatch.service"))
+	b, err := os.ReadFile(filepath.Join(testutil.RepoRoot(t), "deploy", "systemd", "egresswatch.service"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +132,7 @@ func TestSystemdVerify(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	build := exec.CommandContext(ctx, goBin, "build", "-trimpath", "-o", bin, "./cmd/egresswatch")
-	build.Dir = repoRoot(t)
+	build.Dir = testutil.RepoRoot(t)
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
