@@ -212,7 +212,7 @@ func (l *loop) run(ctx context.Context) error {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	l.a.ready.Store(true)
-	l.publish(time.Now())
+	l.publish(time.Now(), l.a.feed.Counters())
 	for {
 		select {
 		case <-ctx.Done():
@@ -253,8 +253,9 @@ func (l *loop) tick(now time.Time) {
 		l.attrVersion = v
 		l.ifaces.resolveAll(now, l.eng.Packet)
 	}
+	counters := l.a.feed.Counters()
 	var drops uint64
-	for _, c := range l.a.feed.Counters() {
+	for _, c := range counters {
 		drops += c.kernelDrops + c.queueDrops
 	}
 	if drops > l.drops {
@@ -271,7 +272,7 @@ func (l *loop) tick(now time.Time) {
 	}
 	if l.a.influx != nil && now.Sub(l.lastHealth) >= l.a.cfg.Flows.Interval.D() {
 		l.lastHealth = now
-		l.writeHealth(now)
+		l.writeHealth(now, counters)
 	}
 	if now.Sub(l.lastPrune) >= time.Hour {
 		l.lastPrune = now
@@ -279,7 +280,7 @@ func (l *loop) tick(now time.Time) {
 			l.a.log.Error("prune store", "err", err)
 		}
 	}
-	l.publish(now)
+	l.publish(now, counters)
 }
 
 // shutdown drains what capture already queued, then ends the open interval
@@ -311,16 +312,16 @@ func (l *loop) shutdown(now time.Time) error {
 	}
 	l.ifaces.resolveAll(now.Add(l.a.cfg.Capture.HoldTimeout.D()), l.eng.Packet)
 	err := l.eng.Close(now)
-	l.publish(now)
+	l.publish(now, l.a.feed.Counters())
 	l.a.log.Info("agent stopped; intervals and baselines flushed")
 	return err
 }
 
 // writeHealth sends the agent's own counters to InfluxDB (measurement
 // egresswatch_agent): one point per interface and one for the agent.
-func (l *loop) writeHealth(now time.Time) {
+func (l *loop) writeHealth(now time.Time, counters []interfaceCounters) {
 	node := map[string]string{"node": l.a.cfg.NodeName}
-	for _, c := range l.a.feed.Counters() {
+	for _, c := range counters {
 		tags := map[string]string{"node": l.a.cfg.NodeName, "interface": c.name}
 		fields := map[string]any{"packets": int64(c.packets), "bytes": int64(c.bytes),
 			"kernel_drops": int64(c.kernelDrops), "queue_drops": int64(c.queueDrops), "active": c.active}
@@ -349,7 +350,7 @@ func (l *loop) writeHealth(now time.Time) {
 	}
 }
 
-func (l *loop) publish(now time.Time) {
+func (l *loop) publish(now time.Time, counters []interfaceCounters) {
 	s := l.eng.Summary()
 	snap := &engineSnapshot{
 		flowsActive: s.Flow.Active, flowsCreated: s.Flow.Created, flowsEvicted: s.Flow.Evicted,
@@ -371,7 +372,7 @@ func (l *loop) publish(now time.Time) {
 		Workloads: l.act.workloadStatus(now, profiles, l.a.cfg.Learning.Period.D()),
 		Flows:     FlowStatus{Active: s.Flow.Active, Created: s.Flow.Created, Evicted: s.Flow.Evicted},
 	}
-	for _, c := range l.a.feed.Counters() {
+	for _, c := range counters {
 		is := InterfaceStatus{Name: c.name, Index: c.index, Packets: c.packets, Bytes: c.bytes,
 			KernelDrops: c.kernelDrops, QueueDrops: c.queueDrops, Active: c.active}
 		if h, ok := l.ifaces.handles[c.index]; ok {

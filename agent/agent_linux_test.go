@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -40,22 +39,7 @@ func get(t *testing.T, url string) (int, string) {
 
 func sendUDP(t testing.TB, ns *netnstest.NetNS, to netip.AddrPort, n int) {
 	t.Helper()
-	err := ns.Do(func() error {
-		// Unconnected, so the ICMP port-unreachable the host answers
-		// with does not fail the next write.
-		c, err := net.ListenUDP("udp", nil)
-		if err != nil {
-			return err
-		}
-		defer func() { _ = c.Close() }()
-		for range n {
-			if _, err := c.WriteToUDPAddrPort([]byte("egresswatch test datagram"), to); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
+	if err := ns.SendUDP(to, n, []byte("egresswatch test datagram")); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -69,7 +68,7 @@ func runAgent(t *testing.T, srv *influxtest.Server, node string) (time.Time, tim
 	to := netip.AddrPortFrom(v4.Host.Addr(), 5000)
 	end := start.Add(6 * time.Second)
 	for time.Now().Before(end) {
-		if err := ns.Do(func() error { return sendUDP(to, 20) }); err != nil {
+		if err := ns.SendUDP(to, 20, []byte("egresswatch dashboard test")); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -80,20 +79,4 @@ func runAgent(t *testing.T, srv *influxtest.Server, node string) (time.Time, tim
 	}
 	done <- nil // for the deferred receive
 	return start, time.Now()
-}
-
-func sendUDP(to netip.AddrPort, n int) error {
-	// Unconnected, so the host's ICMP port-unreachable does not fail the
-	// next write.
-	c, err := net.ListenUDP("udp", nil)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = c.Close() }()
-	for range n {
-		if _, err := c.WriteToUDPAddrPort([]byte("egresswatch dashboard test"), to); err != nil {
-			return err
-		}
-	}
-	return nil
 }

@@ -345,3 +345,22 @@ func (v *Veth) remove(tb testing.TB) {
 		tb.Errorf("cleanup veth %s: %v", v.HostName, err)
 	}
 }
+
+// SendUDP sends n datagrams from inside the namespace to to. The socket is
+// unconnected, so an ICMP port-unreachable answering one datagram does not
+// fail the next write.
+func (ns *NetNS) SendUDP(to netip.AddrPort, n int, payload []byte) error {
+	return ns.Do(func() error {
+		c, err := net.ListenUDP("udp", nil)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = c.Close() }()
+		for range n {
+			if _, err := c.WriteToUDPAddrPort(payload, to); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
