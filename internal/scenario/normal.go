@@ -78,8 +78,12 @@ func (s *sim) normal() []Change {
 	w.name("events.analytics.example", 60, 3, false)
 	w.name("metrics.observe.example", 60, 4, true)
 	w.name("backup.cloud.example", 60, 5, true)
-	w.name("img.cdn.example", 20, 6, true).cname = "img.cdn.example.edgekey.example"
+	w.name("img.cdn.example", 20, 6, true).cname = "e7f3a9c2.dscx.edge-cdn.example"
 	w.name("flags.features.example", 60, 7, false)
+	// Managed services reached without TLS: only DNS names them, and their
+	// answers rotate fastest.
+	w.name("cache.cloud.example", 5, 12, false).cname = "shop-cache-0001-001.x7kq2m.euw3.cache.cloud.example"
+	w.name("events.kafka.cloud.example", 30, 13, true).cname = "b-2.shop-events.k3t9zq.c4.kafka.eu-west-3.cloud.example"
 
 	w.replicas(wlFrontend, "registry.example/shop/frontend:1.8.2", 3, s.start, s.end, 3*time.Hour, 12*time.Hour, time.Time{}, "")
 	w.replicas(wlAPI, "registry.example/shop/api:3.4.0", 2, s.start, s.end, 4*time.Hour, 16*time.Hour, rollout, "registry.example/shop/api:3.5.0")
@@ -94,9 +98,9 @@ func (s *sim) normal() []Change {
 	// Users reach the frontends and the blog through the ingress; the
 	// frontends call the API, which the API's veth sees coming from the
 	// frontend pods.
-	s.serving("serve frontend", fe, 20, 25_000, func(time.Time) netip.Addr { return ingressIP })
-	s.serving("serve blog", blog, 10, 40_000, func(time.Time) netip.Addr { return ingressIP })
-	s.serving("serve api", api, 15, 30_000, func(t time.Time) netip.Addr {
+	s.serving("serve frontend", fe, 40, 12_000, func(time.Time) netip.Addr { return ingressIP })
+	s.serving("serve blog", blog, 20, 20_000, func(time.Time) netip.Addr { return ingressIP })
+	s.serving("serve api", api, 30, 10_000, func(t time.Time) netip.Addr {
 		if p := fe.first(t); p != nil {
 			return p.v4
 		}
@@ -110,9 +114,18 @@ func (s *sim) normal() []Change {
 	s.calls("frontend analytics", fe, 5*time.Minute, "events.analytics.example", false, 443, func(r *rand.Rand, t time.Time) tcpConn {
 		return tcpConn{first: clientHello("events.analytics.example"), up: heavy(r, 40_000), down: 2_000}
 	})
+	// The database restarts for maintenance on the second night: for two
+	// minutes its port refuses connections.
+	dbDown := day1.Add(3 * time.Hour)
 	s.calls("api→db", api, 15*time.Second, "db.shop.internal", false, 5432, func(r *rand.Rand, t time.Time) tcpConn {
+		if !t.Before(dbDown) && t.Before(dbDown.Add(2*time.Minute)) {
+			return tcpConn{reset: true}
+		}
 		l := load(t)
 		return tcpConn{first: []byte{0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f}, up: heavy(r, 4_000*l), down: heavy(r, 40_000*l)}
+	})
+	s.calls("api→cache", api, 10*time.Second, "cache.cloud.example", false, 6379, func(r *rand.Rand, t time.Time) tcpConn {
+		return tcpConn{first: []byte("*1\r\n$4\r\nPING\r\n"), up: heavy(r, 2_000), down: heavy(r, 10_000*load(t))}
 	})
 	s.calls("api→storage", api, time.Minute, "storage.cloud.example", false, 443, func(r *rand.Rand, t time.Time) tcpConn {
 		return tcpConn{first: clientHello("storage.cloud.example"), up: heavy(r, 300_000*load(t)), down: 5_000, dur: time.Second}
@@ -152,7 +165,10 @@ func (s *sim) normal() []Change {
 		}
 		b.emit(t, p, false, mqHost, p.sessions["amqp"], 5672, protoTCP, 0x18, nil, heavy(r, 4_000))
 		addr, at := w.lookup(b, r, t.Add(5*time.Millisecond), p, "objects.cloud.example", true)
-		b.tcp(at.Add(time.Millisecond), p, p.ephemeral(), tcpConn{remote: addr, port: 443, first: clientHello("objects.cloud.example"), up: heavy(r, 400_000), down: 3_000, dur: 2 * time.Second})
+		end := b.tcp(at.Add(time.Millisecond), p, p.ephemeral(), tcpConn{remote: addr, port: 443, first: clientHello("objects.cloud.example"), up: heavy(r, 400_000), down: 3_000, dur: 2 * time.Second})
+		addr, at = w.lookup(b, r, end.Add(time.Millisecond), p, "events.kafka.cloud.example", true)
+		kafka := []byte{0, 0, 0, 0x1f, 0, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 'w', 'o', 'r', 'k', 'e', 'r'}
+		b.tcp(at.Add(time.Millisecond), p, p.ephemeral(), tcpConn{remote: addr, port: 9092, first: kafka, up: heavy(r, 5_000), down: 1_000})
 	})
 
 	// The nightly backup: a new pod each night uploads a few hundred MB.
@@ -176,6 +192,16 @@ func (s *sim) normal() []Change {
 		b.tcp(at.Add(time.Millisecond), p, p.ephemeral(), tcpConn{remote: addr, port: 443, first: clientHello("metrics.observe.example"), up: 20_000 + r.IntN(20_000), down: 1_000})
 	})
 
+	// The agent watches the Kubernetes API at its service address, as
+	// in-cluster clients do: no DNS, and no SNI for an address. Watches
+	// time out and are reopened every few minutes.
+	kubeAPI := netip.MustParseAddr("10.96.0.1")
+	s.every("metrics watch", s.start.Add(5*time.Second), time.Time{}, around(7*time.Minute, 0.3), func(r *rand.Rand, t time.Time) {
+		if p := metrics.first(t); p != nil {
+			b.tcp(t, p, p.ephemeral(), tcpConn{remote: kubeAPI, port: 443, first: clientHello(""), up: 3_000, down: heavy(r, 60_000), dur: 5 * time.Minute})
+		}
+	})
+
 	s.calls("blog→cms", blog, 30*time.Second, "cms.blog.svc.cluster.local", false, 8080, func(r *rand.Rand, t time.Time) tcpConn {
 		return tcpConn{first: httpGet("cms.blog.svc.cluster.local:8080", "/api/posts"), up: 1_000, down: heavy(r, 20_000)}
 	})
@@ -185,17 +211,17 @@ func (s *sim) normal() []Change {
 	return []Change{{Name: "api 3.5.0 reads feature flags", Workload: wlAPI, Destination: "flags.features.example", Since: rollout}}
 }
 
-// serving makes every pod of d answer a burst of requests every 10 s on a
+// serving makes every pod of d answer a burst of requests every 20 s on a
 // long-lived connection from client(t): reqs requests at the day's peak,
 // each answered with about respBytes.
 func (s *sim) serving(name string, d *deployment, reqs float64, respBytes int, client func(time.Time) netip.Addr) {
-	s.every(name, s.start.Add(time.Second), time.Time{}, fixed(10*time.Second), func(r *rand.Rand, t time.Time) {
+	s.every(name, s.start.Add(time.Second), time.Time{}, fixed(20*time.Second), func(r *rand.Rand, t time.Time) {
 		for _, p := range d.live(t) {
 			n := int(math.Round(reqs * load(t) * (0.7 + 0.6*r.Float64())))
 			if n == 0 {
 				continue
 			}
-			at := t.Add(time.Duration(r.IntN(5000)) * time.Millisecond)
+			at := t.Add(time.Duration(r.IntN(10_000)) * time.Millisecond)
 			port, ok := p.sessions[name]
 			if !ok {
 				port = uint16(40000 + r.IntN(20000))
