@@ -28,7 +28,7 @@ func (r *Result) Markdown() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Seed %d; %d packets over %s; %.0f monitored workload-hours.\n\n",
 		r.Seed, r.Packets, durationText(Duration), r.WorkloadHours)
-	fmt.Fprintf(&b, "**False alerts: %d, %.3f per workload-hour (%.2f per workload per day).**\n\n",
+	fmt.Fprintf(&b, "**False alerts on the monitored day: %d in all, %.3f per workload-hour (%.2f per workload per day).**\n\n",
 		r.FalseTotal(), r.FalsePerWorkloadHour(), 24*r.FalsePerWorkloadHour())
 
 	b.WriteString("| kind | attacks | caught | missed | alerts | false | precision | recall |\n")

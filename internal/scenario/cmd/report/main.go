@@ -16,15 +16,15 @@ import (
 func main() {
 	doc := flag.String("doc", "docs/detection.md", "document whose results section to replace")
 	seed := flag.Uint64("seed", scenario.DefaultSeed, "seed of the simulation")
-	print := flag.Bool("print", false, "print the results instead of writing them into -doc")
+	printOnly := flag.Bool("print", false, "print the results instead of writing them into -doc")
 	flag.Parse()
-	if err := run(*doc, *seed, *print); err != nil {
+	if err := run(*doc, *seed, *printOnly); err != nil {
 		fmt.Fprintln(os.Stderr, "report:", err)
 		os.Exit(1)
 	}
 }
 
-func run(doc string, seed uint64, print bool) error {
+func run(doc string, seed uint64, printOnly bool) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	opts := scenario.DefaultOptions()
@@ -33,7 +33,7 @@ func run(doc string, seed uint64, print bool) error {
 	if err != nil {
 		return err
 	}
-	if print {
+	if printOnly {
 		fmt.Print(res.Markdown())
 		return nil
 	}
