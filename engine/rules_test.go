@@ -1,11 +1,13 @@
 package engine
 
 import (
+	"errors"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/egresswatch/egresswatch/baseline"
 	"github.com/egresswatch/egresswatch/detect"
 )
 
@@ -113,5 +115,33 @@ func TestConfigRejectsBadRules(t *testing.T) {
 	cfg.Rules = []detect.Rule{{Name: "x", Action: detect.ActionDeny}}
 	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "every destination") {
 		t.Errorf("Validate = %v", err)
+	}
+}
+
+func TestApproveAndReset(t *testing.T) {
+	_, _, e := replayWith(t, log4shell, map[string]string{"172.16.238.10/32": "webapp"}, nil)
+	const key = "replay/workload/webapp"
+	shell := baseline.Destination{Name: "10.10.10.31", Port: 9001, Protocol: "tcp"}
+	now := time.Date(2021, 12, 14, 0, 0, 0, 0, time.UTC)
+	if added, err := e.Approve(now, key, shell); err != nil || !added {
+		t.Fatalf("Approve = %v, %v", added, err)
+	}
+	if added, err := e.Approve(now, key, shell); err != nil || added {
+		t.Errorf("second Approve = %v, %v", added, err)
+	}
+	if !e.profiles.Profile(key).Knows(shell) {
+		t.Error("approved destination not in the profile")
+	}
+	if _, err := e.Approve(now, "replay/workload/nobody", shell); !errors.Is(err, baseline.ErrUnknownWorkload) {
+		t.Errorf("unknown workload: %v", err)
+	}
+	if err := e.Reset(key); err != nil {
+		t.Fatal(err)
+	}
+	if e.profiles.Profile(key) != nil {
+		t.Error("profile still there after Reset")
+	}
+	if err := e.Reset(key); !errors.Is(err, baseline.ErrUnknownWorkload) {
+		t.Errorf("second Reset: %v", err)
 	}
 }
