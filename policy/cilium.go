@@ -14,20 +14,20 @@ import (
 // writing a few fields; a test checks the output against the CRD's fields.
 type (
 	ciliumNetworkPolicy struct {
-		APIVersion string            `json:"apiVersion"`
-		Kind       string            `json:"kind"`
+		APIVersion string     `json:"apiVersion"`
+		Kind       string     `json:"kind"`
 		Metadata   objectMeta `json:"metadata"`
-		Spec       ciliumRule        `json:"spec"`
+		Spec       ciliumRule `json:"spec"`
 	}
 	ciliumRule struct {
-		EndpointSelector labelSelector `json:"endpointSelector"`
-		Egress           []ciliumEgressRule   `json:"egress"`
+		EndpointSelector labelSelector      `json:"endpointSelector"`
+		Egress           []ciliumEgressRule `json:"egress"`
 	}
 	ciliumEgressRule struct {
-		ToEndpoints []labelSelector `json:"toEndpoints,omitempty"`
-		ToFQDNs     []ciliumFQDN           `json:"toFQDNs,omitempty"`
-		ToCIDR      []string               `json:"toCIDR,omitempty"`
-		ToPorts     []ciliumPortRule       `json:"toPorts,omitempty"`
+		ToEndpoints []labelSelector  `json:"toEndpoints,omitempty"`
+		ToFQDNs     []ciliumFQDN     `json:"toFQDNs,omitempty"`
+		ToCIDR      []string         `json:"toCIDR,omitempty"`
+		ToPorts     []ciliumPortRule `json:"toPorts,omitempty"`
 	}
 	ciliumFQDN struct {
 		MatchName    string `json:"matchName,omitempty"`
