@@ -74,6 +74,10 @@ func ParseDestination(s string) (Destination, error) {
 	return d, nil
 }
 
+// ValidProtocol reports whether p is a protocol name as the flow table
+// writes it: tcp, udp, sctp, icmp, ipv6-icmp or ip-N (N 0-255, canonical).
+func ValidProtocol(p string) bool { return validProtocol(p) }
+
 func canonicalName(s string) string {
 	if a, err := netip.ParseAddr(s); err == nil {
 		return a.Unmap().WithZone("").String()

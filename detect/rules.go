@@ -104,7 +104,7 @@ func (r *Rule) validate() error {
 		}
 	}
 	for _, p := range r.Protocols {
-		if !validProtocol(p) {
+		if !baseline.ValidProtocol(p) {
 			return fmt.Errorf("rule %q: %w %q", r.Name, errUnknownProtocol, p)
 		}
 	}

@@ -11,6 +11,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/egresswatch/egresswatch/baseline"
 	"github.com/egresswatch/egresswatch/dissect"
 )
 
@@ -303,22 +304,8 @@ func parsePortRange(s string) (PortRange, error) {
 
 func parseProtocol(s string) (string, error) {
 	p := strings.ToLower(strings.TrimSpace(s))
-	if !validProtocol(p) {
+	if !baseline.ValidProtocol(p) {
 		return "", fmt.Errorf("%q: %w", s, errUnknownProtocol)
 	}
 	return p, nil
-}
-
-// validProtocol accepts the protocol names the flow table writes.
-func validProtocol(p string) bool {
-	switch p {
-	case "tcp", "udp", "sctp", "icmp", "ipv6-icmp":
-		return true
-	}
-	n, ok := strings.CutPrefix(p, "ip-")
-	if !ok {
-		return false
-	}
-	v, err := strconv.Atoi(n)
-	return err == nil && v >= 0 && v <= 255 && strconv.Itoa(v) == n
 }

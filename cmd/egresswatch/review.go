@@ -56,8 +56,8 @@ func newReviewCommands(g *globals, f *reviewFlags) []*cobra.Command {
 			if from == "" {
 				return fmt.Errorf("%w: --from is required", errUsage)
 			}
-			if output != "table" && output != "json" {
-				return fmt.Errorf("%w: --output %q: want table or json", errUsage, output)
+			if err := checkOutput(output); err != nil {
+				return err
 			}
 			old, err := importFile(from)
 			if err != nil {
@@ -139,38 +139,50 @@ of a stored anomaly. While an agent holds the store, the change goes to that age
 		Short: "List who imported, approved and reset baselines, oldest first",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if output != "table" && output != "json" {
-				return fmt.Errorf("%w: --output %q: want table or json", errUsage, output)
+			if err := checkOutput(output); err != nil {
+				return err
 			}
 			events, err := auditEvents(cmd.Context(), f, limit)
 			if err != nil {
 				return err
 			}
-			if output == "json" {
-				return json.NewEncoder(g.stdout).Encode(events)
-			}
-			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "TIME\tACTION\tBY\tWORKLOADS\tDETAIL\tVIA")
-			for _, e := range events {
-				detail := e.Destination
-				if e.Anomaly != "" {
-					detail += " (anomaly " + e.Anomaly + ")"
-				}
-				if e.Source != "" {
-					detail = e.Source
-				}
-				if e.Result != "" {
-					detail = strings.TrimSpace(detail + " " + e.Result)
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", e.Time.UTC().Format(time.RFC3339), e.Action, e.User,
-					strings.Join(e.Workloads, ","), dash(detail), dash(e.Via))
-			}
-			return tw.Flush()
+			return printAudit(g.stdout, output, events)
 		},
 	}
 	audit.Flags().IntVar(&limit, "limit", 0, "at most this many, the newest (0: all)")
 	audit.Flags().StringVar(&output, "output", "table", "table or json")
 	return []*cobra.Command{diff, approve, reset, audit}
+}
+
+// printAudit writes audit events as a table or a JSON array.
+func printAudit(w io.Writer, output string, events []storage.AuditEvent) error {
+	if output == "json" {
+		return json.NewEncoder(w).Encode(events)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TIME\tACTION\tBY\tWORKLOADS\tDETAIL\tVIA")
+	for _, e := range events {
+		detail := e.Destination
+		if e.Anomaly != "" {
+			detail += " (anomaly " + e.Anomaly + ")"
+		}
+		if e.Source != "" {
+			detail = e.Source
+		}
+		if e.Result != "" {
+			detail = strings.TrimSpace(detail + " " + e.Result)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", e.Time.UTC().Format(time.RFC3339), e.Action, e.User,
+			strings.Join(e.Workloads, ","), dash(detail), dash(e.Via))
+	}
+	return tw.Flush()
+}
+
+func checkOutput(output string) error {
+	if output != "table" && output != "json" {
+		return fmt.Errorf("%w: --output %q: want table or json", errUsage, output)
+	}
+	return nil
 }
 
 func dash(s string) string {
