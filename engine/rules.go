@@ -32,19 +32,28 @@ func (e *Engine) denied(now time.Time, p *baseline.Profile, c detect.Connection,
 }
 
 // dropAllowed removes the anomalies about traffic an allow rule matches,
-// whichever detector raised them, filtering in place.
+// whichever detector raised them. It copies rather than filters in place:
+// a detector may hand over a slice it reuses.
 func (e *Engine) dropAllowed(as []detect.Anomaly) []detect.Anomaly {
 	rs := e.rules.Rules()
 	if rs.Len() == 0 {
 		return as
 	}
-	kept := as[:0]
-	for _, a := range as {
-		if rs.Suppresses(a) {
-			e.summary.Allowed++
+	var kept []detect.Anomaly
+	for i, a := range as {
+		if !rs.Suppresses(a) {
+			if kept != nil {
+				kept = append(kept, a)
+			}
 			continue
 		}
-		kept = append(kept, a)
+		e.summary.Allowed++
+		if kept == nil {
+			kept = append(make([]detect.Anomaly, 0, len(as)), as[:i]...)
+		}
+	}
+	if kept == nil {
+		return as
 	}
 	return kept
 }
