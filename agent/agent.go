@@ -146,7 +146,9 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		_ = a.ln.Close()
 		return err
 	}
-	srv := &server{log: a.log.With("component", "http"), reg: a.reg, status: &a.status, ready: &a.ready, ln: a.ln, alerts: a.store.Anomalies}
+	review := make(chan reviewOp, 8)
+	srv := &server{log: a.log.With("component", "http"), reg: a.reg, status: &a.status, ready: &a.ready, ln: a.ln, alerts: a.store.Anomalies,
+		audit: a.store.AuditEvents, review: review}
 
 	packets := make(chan *capture.Batch, a.cfg.Capture.QueueBatches)
 	g, gctx := errgroup.WithContext(ctx)
@@ -178,7 +180,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		return a.feed.Run(gctx, packets)
 	})
 	g.Go(func() error {
-		l := loop{a: a, eng: eng, ifaces: ifaces, act: act, packets: packets, links: a.feed.Links(), feedDone: feedDone}
+		l := loop{a: a, eng: eng, ifaces: ifaces, act: act, packets: packets, links: a.feed.Links(), feedDone: feedDone, reviews: review}
 		return l.run(gctx)
 	})
 	a.log.Info("agent started", "node", a.cfg.NodeName, "listen", a.ln.Addr().String(), "data_dir", a.cfg.DataDir,
@@ -200,6 +202,7 @@ type loop struct {
 	packets  <-chan *capture.Batch
 	links    <-chan linkEvent
 	feedDone <-chan struct{} // closed when capture has handed over its last batch
+	reviews  <-chan reviewOp // approvals and resets from the local API
 
 	attrVersion uint64
 	drops       uint64 // kernel and queue drops summed over interfaces at the last tick
@@ -227,6 +230,8 @@ func (l *loop) run(ctx context.Context) error {
 			}
 		case now := <-tick.C:
 			l.tick(now)
+		case op := <-l.reviews:
+			l.review(time.Now(), op)
 		}
 	}
 }

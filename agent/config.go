@@ -37,6 +37,7 @@ type Config struct {
 	Storage    StorageConfig    `json:"storage"`
 	Alerts     AlertsConfig     `json:"alerts"`
 	Influx     InfluxConfig     `json:"influx"`
+	Rules      RulesConfig      `json:"rules"` // parsed by parseRules, for line-accurate errors
 }
 
 // ContainerdConfig says where to ask which container owns a veth.
@@ -165,7 +166,10 @@ func parse(b []byte, cfg *Config) error {
 	if len(bytes.TrimSpace(b)) == 0 {
 		return nil
 	}
-	return yaml.UnmarshalStrict(b, cfg)
+	if err := yaml.UnmarshalStrict(b, cfg); err != nil {
+		return err
+	}
+	return parseRules(b, cfg)
 }
 
 // EngineConfig translates the agent's settings for the engine.
@@ -182,6 +186,7 @@ func (c Config) EngineConfig() engine.Config {
 	b.VolumeFloorBytes = c.Volume.FloorBytes
 	b.FoldIPv4Bits = c.Volume.FoldIPv4Bits
 	b.FoldIPv6Bits = c.Volume.FoldIPv6Bits
+	e.Rules = c.Rules.List
 	return e
 }
 

@@ -33,6 +33,8 @@ type server struct {
 	ready  *atomic.Bool
 	ln     net.Listener
 	alerts func(storage.AnomalyQuery) ([]storage.AnomalyDoc, error)
+	audit  func(limit int) ([]storage.AuditEvent, error)
+	review chan<- reviewOp // to the engine goroutine (review.go)
 }
 
 // listen binds the address before anything else starts, so that a port in
@@ -68,6 +70,10 @@ func (s *server) handler() http.Handler {
 		_ = json.NewEncoder(w).Encode(st)
 	})
 	mux.HandleFunc("GET "+AlertsPath, s.serveAlerts)
+	mux.HandleFunc("GET "+BaselinesPath, s.serveBaselines)
+	mux.HandleFunc("POST "+ApprovePath, s.serveReview(storage.AuditApprove))
+	mux.HandleFunc("POST "+ResetPath, s.serveReview(storage.AuditReset))
+	mux.HandleFunc("GET "+AuditPath, s.serveAudit)
 	return mux
 }
 

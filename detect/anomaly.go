@@ -31,6 +31,7 @@ type Kind string
 const (
 	KindNewDestination Kind = "new_destination" // a monitored workload connected somewhere its baseline does not hold
 	KindVolumeSpike    Kind = "volume_spike"    // a window's outbound bytes exceeded the baseline's threshold
+	KindRuleDeny       Kind = "rule_deny"       // a connection matched a deny rule (alerts while learning too)
 )
 
 // Severity grades an anomaly for routing and filtering.
@@ -133,6 +134,7 @@ const (
 	LabelBaselineFull    = "baseline_full"    // "true" when the profile is at its destination cap and learns no more
 	LabelScope           = "scope"            // volume spikes: "workload" or "destination"
 	LabelExpectation     = "expectation"      // volume spikes: "provisional" while the statistic has few samples
+	LabelRule            = "rule"             // rule_deny: the name of the deny rule that matched
 )
 
 // anomalyID hashes what identifies an anomaly. Every field is length

@@ -33,6 +33,8 @@ type Config struct {
 	// MaxIdleWindows bounds how many empty volume windows a gap in the
 	// traffic adds to the baselines (a capture file may jump by months).
 	MaxIdleWindows int
+	// Rules are the allow and deny rules (see engine/rules.go).
+	Rules []detect.Rule
 }
 
 // DefaultConfig returns the defaults documented in docs/configuration.md.
@@ -55,6 +57,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxIdleWindows < 0 {
 		return errors.New("max idle windows must not be negative")
+	}
+	if _, err := detect.NewRules(c.Rules); err != nil {
+		return err
 	}
 	if err := c.Flow.Validate(); err != nil {
 		return err
@@ -86,6 +91,7 @@ type Engine struct {
 	profiles *baseline.Set
 	newDest  *detect.NewDestination
 	spike    *detect.VolumeSpike
+	rules    *detect.RuleDeny
 
 	started      bool
 	startTime    time.Time
@@ -120,6 +126,7 @@ func New(cfg Config, log *slog.Logger, reg *workload.Registry, r Resolver, sink 
 		newDest:  detect.NewNewDestination(detect.DefaultNewDestinationConfig()),
 		spike:    detect.NewVolumeSpike(detect.DefaultVolumeSpikeConfig()),
 		windows:  make(map[string]*windowAcc),
+		rules:    newRuleStage(cfg.Rules),
 	}
 	for _, p := range loaded {
 		e.profiles.Put(p)

@@ -40,6 +40,7 @@ type Summary struct {
 	Unattributed uint64 // packets with no workload at either end
 	Intervals    uint64 // interval records produced
 	Anomalies    map[detect.Kind]uint64
+	Allowed      uint64 // anomalies an allow rule kept from being raised
 	SinkErrors   uint64
 	Workloads    int
 	Flow         flow.Stats
@@ -84,12 +85,6 @@ func (e *Engine) connections() {
 		p := e.profile(c.Opened, ent.Identity.Key())
 		e.advanceProfiles(now)
 		d := e.destination(c.Name, c.Remote.Addr(), c.Remote.Port(), c.Proto)
-		// A connection opened while the profile was learning is learned,
-		// even when it is reported (named) just after learning ended.
-		if p.State == baseline.StateLearning || c.Opened.Before(p.MonitoringSince) {
-			p.ObserveConnection(now, d, true)
-			continue
-		}
 		conn := detect.Connection{
 			Time:        now,
 			Node:        e.cfg.Node,
@@ -103,6 +98,15 @@ func (e *Engine) connections() {
 			PacketsOut:  c.PacketsOut,
 			Dropping:    e.dropping,
 		}
+		if e.denied(now, p, conn, &found) {
+			continue // never learned, in learning or monitoring
+		}
+		// A connection opened while the profile was learning is learned,
+		// even when it is reported (named) just after learning ended.
+		if p.State == baseline.StateLearning || c.Opened.Before(p.MonitoringSince) {
+			p.ObserveConnection(now, d, true)
+			continue
+		}
 		if a, ok := e.newDest.Check(now, p, conn); ok {
 			found = append(found, a)
 		}
@@ -112,6 +116,7 @@ func (e *Engine) connections() {
 }
 
 func (e *Engine) emit(as []detect.Anomaly) {
+	as = e.dropAllowed(as)
 	if len(as) == 0 {
 		return
 	}

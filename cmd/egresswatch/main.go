@@ -72,6 +72,7 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		newReplayCommand(g),
 		newBaselineCommand(g),
 		newAlertsCommand(g),
+		newPolicyCommand(g),
 		&cobra.Command{
 			Use:   "version",
 			Short: "Print the version",

@@ -42,6 +42,7 @@ type replayOptions struct {
 	maxFlows    int
 	progressMin int64
 	influx      agent.InfluxConfig
+	rules       string
 }
 
 func newReplayCommand(g *globals) *cobra.Command {
@@ -71,6 +72,7 @@ Without --workload, every private (RFC 1918, ULA) address is a workload of its o
 	f.IntVar(&o.foldV4, "fold-ipv4", def.Baseline.FoldIPv4Bits, "fold destinations known only by IPv4 address to this prefix length")
 	f.IntVar(&o.foldV6, "fold-ipv6", def.Baseline.FoldIPv6Bits, "fold destinations known only by IPv6 address to this prefix length")
 	f.IntVar(&o.maxFlows, "max-flows", def.Flow.MaxFlows, "hard cap on tracked flows")
+	f.StringVar(&o.rules, "rules", "", "YAML file of allow and deny rules (a rules: section, as in the agent's config)")
 	bindInfluxFlags(f, &o.influx)
 	return cmd
 }
@@ -118,6 +120,9 @@ func runReplay(cmd *cobra.Command, g *globals, o replayOptions) (err error) {
 	}
 	cfg, err := o.engineConfig()
 	if err != nil {
+		return err
+	}
+	if cfg.Rules, err = loadRules(o.rules); err != nil {
 		return err
 	}
 	mappings := make(map[netip.Prefix]workload.Identity)
@@ -271,6 +276,7 @@ type ReplaySummary struct {
 	IntervalBytesOut uint64            `json:"interval_bytes_out"` // totals of the interval records written
 	IntervalBytesIn  uint64            `json:"interval_bytes_in"`
 	Connections      uint64            `json:"connections"`
+	AllowedByRules   uint64            `json:"allowed_by_rules,omitempty"` // anomalies allow rules kept back
 	First            time.Time         `json:"first"`
 	Last             time.Time         `json:"last"`
 }
@@ -281,7 +287,7 @@ func summarize(s engine.Summary, rs engine.ReadStats) ReplaySummary {
 		Records: rs.Records, ReadErrors: rs.ReadErrors, Unattributed: s.Unattributed,
 		Flows: s.Flow.Created, FlowsEvicted: s.Flow.Evicted, Workloads: s.Workloads,
 		Intervals: s.Intervals, Drops: map[string]uint64{}, Anomalies: map[string]uint64{},
-		DNSAnswers: s.Flow.DNSAnswers, DNSErrors: s.Flow.DNSErrors,
+		DNSAnswers: s.Flow.DNSAnswers, DNSErrors: s.Flow.DNSErrors, AllowedByRules: s.Allowed,
 		First: rs.First.UTC(), Last: rs.Last.UTC(),
 	}
 	for _, r := range capture.AllReasons() {

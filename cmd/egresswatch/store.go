@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/user"
 	"strconv"
 	"text/tabwriter"
 	"time"
@@ -44,20 +43,23 @@ func openStore(dataDir string, readOnly bool) (*storage.Store, error) {
 }
 
 func newBaselineCommand(g *globals) *cobra.Command {
-	var dataDir string
-	cmd := &cobra.Command{Use: "baseline", Short: "Show, export and import learned egress baselines"}
-	cmd.PersistentFlags().StringVar(&dataDir, "data-dir", defaultDataDir, "embedded store directory")
+	rf := &reviewFlags{}
+	cmd := &cobra.Command{Use: "baseline", Short: "Show, export, import, diff, approve and reset learned egress baselines"}
+	cmd.PersistentFlags().StringVar(&rf.dataDir, "data-dir", defaultDataDir, "embedded store directory")
+	cmd.PersistentFlags().StringVar(&rf.listen, "listen", agent.DefaultConfig().Listen, "the running agent's --listen address, used while it holds the store")
+	cmd.PersistentFlags().StringVar(&rf.by, "by", "", "who makes the change, for the audit trail (default $SUDO_USER, else $USER)")
+	dataDir := &rf.dataDir
 
 	var output, only string
 	show := &cobra.Command{
 		Use:   "show",
 		Short: "List each workload's baseline",
 		Args:  cobra.NoArgs,
-		RunE: func(*cobra.Command, []string) error {
+		RunE: func(cmd *cobra.Command, _ []string) error {
 			if output != "table" && output != "json" {
 				return fmt.Errorf("%w: --output %q: want table or json", errUsage, output)
 			}
-			ps, err := storedProfiles(dataDir, only)
+			ps, err := storedProfiles(cmd.Context(), *dataDir, rf.listen, only)
 			if err != nil {
 				return err
 			}
@@ -80,8 +82,8 @@ func newBaselineCommand(g *globals) *cobra.Command {
 		Use:   "export",
 		Short: "Write baselines as YAML (to --file or standard output)",
 		Args:  cobra.NoArgs,
-		RunE: func(*cobra.Command, []string) error {
-			ps, err := storedProfiles(dataDir, only)
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ps, err := storedProfiles(cmd.Context(), *dataDir, rf.listen, only)
 			if err != nil {
 				return err
 			}
@@ -120,7 +122,7 @@ func newBaselineCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("import %s: %w", file, err)
 			}
-			st, err := openStore(dataDir, false)
+			st, err := openStore(*dataDir, false)
 			if err != nil {
 				return err
 			}
@@ -132,7 +134,7 @@ func newBaselineCommand(g *globals) *cobra.Command {
 			for _, p := range ps {
 				names = append(names, p.Workload)
 			}
-			if err := st.AppendAudit(auditRecord("baseline.import", file, names)); err != nil {
+			if err := st.AppendAuditEvent(storage.AuditEvent{Action: storage.AuditImport, User: rf.who(), Source: file, Workloads: names, Via: "store"}); err != nil {
 				return err
 			}
 			fmt.Fprintf(g.stdout, "imported %d baselines\n", len(ps))
@@ -142,18 +144,27 @@ func newBaselineCommand(g *globals) *cobra.Command {
 	importCmd.Flags().StringVar(&file, "file", "", "YAML file written by baseline export (- for standard input)")
 
 	cmd.AddCommand(show, export, importCmd)
+	cmd.AddCommand(newReviewCommands(g, rf)...)
 	return cmd
 }
 
-func storedProfiles(dataDir, only string) (_ []*baseline.Profile, err error) {
+// storedProfiles reads the baselines from the store or, while an agent
+// holds it, from that agent.
+func storedProfiles(ctx context.Context, dataDir, listen, only string) (_ []*baseline.Profile, err error) {
+	var ps []*baseline.Profile
 	st, err := openStore(dataDir, true)
-	if err != nil {
+	switch {
+	case errors.Is(err, storage.ErrLocked):
+		if ps, err = agentProfiles(ctx, listen); err != nil {
+			return nil, err
+		}
+	case err != nil:
 		return nil, err
-	}
-	defer closeStore(st, &err)
-	ps, err := agent.LoadProfiles(st)
-	if err != nil {
-		return nil, err
+	default:
+		defer closeStore(st, &err)
+		if ps, err = agent.LoadProfiles(st); err != nil {
+			return nil, err
+		}
 	}
 	set := baseline.NewSet(baseline.DefaultConfig())
 	for _, p := range ps {
@@ -162,20 +173,9 @@ func storedProfiles(dataDir, only string) (_ []*baseline.Profile, err error) {
 		}
 	}
 	if only != "" && len(set.Profiles()) == 0 {
-		return nil, fmt.Errorf("no baseline for workload %q", only)
+		return nil, fmt.Errorf("%w %q: no baseline for it", baseline.ErrUnknownWorkload, only)
 	}
 	return set.Profiles(), nil
-}
-
-func auditRecord(action, source string, workloads []string) []byte {
-	who := "unknown"
-	if u, err := user.Current(); err == nil {
-		who = u.Username
-	}
-	b, _ := json.Marshal(map[string]any{
-		"time": time.Now().UTC(), "action": action, "user": who, "source": source, "workloads": workloads,
-	})
-	return b
 }
 
 func writeFileAtomic(path string, data []byte) error {
