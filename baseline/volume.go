@@ -24,6 +24,7 @@ type VolumeExpectation struct {
 	Spread    float64 // 1.4826·MAD: the robust counterpart of a standard deviation
 	Peak      uint64  // largest learned window of the last eight days
 	Threshold uint64  // bytes above which a window is a spike
+	TimeOfDay bool    // Threshold was raised by the same hour of earlier days (see TimeOfDayMinDays)
 }
 
 // Exceeds reports whether a window of b bytes is a spike.
@@ -93,6 +94,10 @@ type VolumeStats struct {
 	Windows uint64      `json:"windows"`               // windows learned in all
 	Recent  []uint64    `json:"recent,omitempty"`      // latest learned window totals, oldest first
 	Peaks   []DailyPeak `json:"daily_peaks,omitempty"` // largest learned window per UTC day, oldest first
+	// The time-of-day history (see TimeOfDayMinDays); absent in exports
+	// of older agents, which then start it empty.
+	HourPeaks []HourPeak `json:"hour_peaks,omitempty"`
+	HoursSeen []DayHours `json:"hours_seen,omitempty"`
 
 	summary volumeSummary // median and MAD of Recent, computed when asked for
 }
@@ -299,5 +304,5 @@ func (s *VolumeStats) validate(history int) error {
 	if n := len(s.Peaks); n > 0 && s.Peaks[n-1].Day.Sub(s.Peaks[0].Day) >= peakDays*day {
 		return fmt.Errorf("daily_peaks: spans more than %d days", peakDays)
 	}
-	return nil
+	return s.validateTimeOfDay()
 }

@@ -33,6 +33,9 @@ type Config struct {
 	// MaxIdleWindows bounds how many empty volume windows a gap in the
 	// traffic adds to the baselines (a capture file may jump by months).
 	MaxIdleWindows int
+	// RolloutWindow: a new destination of a container of a new version,
+	// within this long after its rollout started, says so (0: one hour).
+	RolloutWindow time.Duration
 }
 
 // DefaultConfig returns the defaults documented in docs/configuration.md.
@@ -86,6 +89,10 @@ type Engine struct {
 	profiles *baseline.Set
 	newDest  *detect.NewDestination
 	spike    *detect.VolumeSpike
+	severity detect.SeverityConfig
+	dests    *destTracker
+	rollouts *rolloutTracker
+	shared   sharing
 
 	started      bool
 	startTime    time.Time
@@ -119,6 +126,9 @@ func New(cfg Config, log *slog.Logger, reg *workload.Registry, r Resolver, sink 
 		profiles: baseline.NewSet(cfg.Baseline),
 		newDest:  detect.NewNewDestination(detect.DefaultNewDestinationConfig()),
 		spike:    detect.NewVolumeSpike(detect.DefaultVolumeSpikeConfig()),
+		severity: detect.DefaultSeverityConfig(),
+		dests:    newDestTracker(),
+		rollouts: newRolloutTracker(cfg.RolloutWindow),
 		windows:  make(map[string]*windowAcc),
 	}
 	for _, p := range loaded {

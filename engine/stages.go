@@ -64,7 +64,9 @@ func (e *Engine) profile(now time.Time, key string) *baseline.Profile {
 	if e.cfg.LearnFromStart {
 		start = e.startTime
 	}
-	return e.profiles.Ensure(start, key)
+	p := e.profiles.Ensure(start, key)
+	e.profileCreated(key)
+	return p
 }
 
 // connections hands every connection the table settled to the baselines and
@@ -83,11 +85,13 @@ func (e *Engine) connections() {
 		now := c.Time
 		p := e.profile(c.Opened, ent.Identity.Key())
 		e.advanceProfiles(now)
+		e.rollouts.observe(now, c.Workload, ent)
 		d := e.destination(c.Name, c.Remote.Addr(), c.Remote.Port(), c.Proto)
 		// A connection opened while the profile was learning is learned,
 		// even when it is reported (named) just after learning ended.
 		if p.State == baseline.StateLearning || c.Opened.Before(p.MonitoringSince) {
 			p.ObserveConnection(now, d, true)
+			e.dests.note(now, d, c.Workload)
 			continue
 		}
 		conn := detect.Connection{
@@ -104,9 +108,12 @@ func (e *Engine) connections() {
 			Dropping:    e.dropping,
 		}
 		if a, ok := e.newDest.Check(now, p, conn); ok {
+			e.gradeConnection(&a, conn, c.Workload)
+			e.rollouts.markRollout(now, &a, ent)
 			found = append(found, a)
 		}
 		p.ObserveConnection(now, d, false)
+		e.dests.note(now, d, c.Workload)
 	}
 	e.emit(found)
 }
@@ -221,6 +228,9 @@ func (e *Engine) endWindow(end time.Time, final bool) {
 						}
 					}
 				}
+			}
+			for i := range as {
+				e.gradeWindow(&as[i], p.Workload, end)
 			}
 			v.Anomalous = len(as) > 0
 			found = append(found, as...)
