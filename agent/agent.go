@@ -104,6 +104,9 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Agent, error)
 		}
 		a.influx = s
 		reg.MustRegister(newInfluxCollector(s))
+		if cfg.Influx.ShareProfiles {
+			reg.MustRegister(newShareCollector(s))
+		}
 	}
 	if len(cfg.Alerts.Receivers) > 0 {
 		d, err := alert.New(cfg.AlertConfig(), log.With("component", "alert"), time.Now)

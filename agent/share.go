@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/egresswatch/egresswatch/baseline"
 	"github.com/egresswatch/egresswatch/engine"
 	"github.com/egresswatch/egresswatch/storage/influx"
@@ -91,5 +93,26 @@ func (s *profileShare) adopt(now time.Time, eng *engine.Engine) {
 		default:
 			return
 		}
+	}
+}
+
+// shareCollector exposes what profile sharing did, by outcome.
+type shareCollector struct {
+	s    *influx.Sink
+	desc *prometheus.Desc
+}
+
+func newShareCollector(s *influx.Sink) *shareCollector {
+	return &shareCollector{s: s, desc: prometheus.NewDesc("egresswatch_share_profiles_total",
+		"Profiles shared through InfluxDB, by outcome: published, fetched (accepted from other nodes), refused (corrupt or invalid), error (not published, failed queries).",
+		[]string{"outcome"}, nil)}
+}
+
+func (c *shareCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *shareCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.s.ShareStats()
+	for outcome, n := range map[string]uint64{"published": st.Published, "fetched": st.Fetched, "refused": st.Refused, "error": st.Errors} {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(n), outcome)
 	}
 }

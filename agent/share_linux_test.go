@@ -132,6 +132,9 @@ func TestSharedProfilesAcrossNodes(t *testing.T) {
 	if st := a2.influx.ShareStats(); st.Fetched != 1 || st.Refused != 0 {
 		t.Errorf("node 2 share stats %+v, want one profile fetched", st)
 	}
+	if _, body := get(t, "http://"+a2.Addr()+"/metrics"); !strings.Contains(body, `egresswatch_share_profiles_total{outcome="fetched"} 1`) {
+		t.Errorf("metrics do not count the fetched profile:\n%s", grep(body, "egresswatch_share"))
+	}
 	call(podB, "http://"+e2eAPIName+"/")
 	call(podB, "http://"+e2eEvilName+":8080/")
 	var found []detect.Anomaly

@@ -1,7 +1,6 @@
 package baseline
 
 import (
-	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -173,13 +172,10 @@ func (s *VolumeStats) validateTimeOfDay() error {
 	if len(s.HoursSeen) > peakDays {
 		return fmt.Errorf("hours_seen holds %d days, at most %d", len(s.HoursSeen), peakDays)
 	}
+	if err := checkSeries("hours_seen", "day", len(s.HoursSeen), func(i int) time.Time { return s.HoursSeen[i].Day }, day); err != nil {
+		return err
+	}
 	for i, h := range s.HoursSeen {
-		if !h.Day.Equal(h.Day.UTC().Truncate(day)) {
-			return fmt.Errorf("hours_seen[%d]: day %s is not a UTC midnight", i, h.Day.Format(time.RFC3339))
-		}
-		if i > 0 && !h.Day.After(s.HoursSeen[i-1].Day) {
-			return errors.New("hours_seen: days must be in increasing order")
-		}
 		if h.Hours >= 1<<24 {
 			return fmt.Errorf("hours_seen[%d]: hours %#x has bits above hour 23", i, h.Hours)
 		}
@@ -187,12 +183,23 @@ func (s *VolumeStats) validateTimeOfDay() error {
 	if len(s.HourPeaks) > hourPeakSlots {
 		return fmt.Errorf("hour_peaks holds %d hours, at most %d", len(s.HourPeaks), hourPeakSlots)
 	}
-	for i, p := range s.HourPeaks {
-		if !p.Hour.Equal(p.Hour.UTC().Truncate(time.Hour)) {
-			return fmt.Errorf("hour_peaks[%d]: %s is not the start of a UTC hour", i, p.Hour.Format(time.RFC3339))
+	return checkSeries("hour_peaks", "hour", len(s.HourPeaks), func(i int) time.Time { return s.HourPeaks[i].Hour }, time.Hour)
+}
+
+// checkSeries checks the times of an imported history: each the start of
+// a UTC day (unit day) or hour, in increasing order.
+func checkSeries(field, what string, n int, at func(int) time.Time, unit time.Duration) error {
+	start := "a UTC midnight"
+	if unit != day {
+		start = "the start of a UTC hour"
+	}
+	for i := range n {
+		t := at(i)
+		if !t.Equal(t.UTC().Truncate(unit)) {
+			return fmt.Errorf("%s[%d]: %s %s is not %s", field, i, what, t.Format(time.RFC3339), start)
 		}
-		if i > 0 && !p.Hour.After(s.HourPeaks[i-1].Hour) {
-			return errors.New("hour_peaks: hours must be in increasing order")
+		if i > 0 && !t.After(at(i-1)) {
+			return fmt.Errorf("%s: %ss must be in increasing order", field, what)
 		}
 	}
 	return nil

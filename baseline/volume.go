@@ -1,7 +1,6 @@
 package baseline
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -293,13 +292,8 @@ func (s *VolumeStats) validate(history int) error {
 	if len(s.Peaks) > peakDays {
 		return fmt.Errorf("daily_peaks holds %d days, at most %d", len(s.Peaks), peakDays)
 	}
-	for i, p := range s.Peaks {
-		if !p.Day.Equal(p.Day.UTC().Truncate(day)) {
-			return fmt.Errorf("daily_peaks[%d]: day %s is not a UTC midnight", i, p.Day.Format(time.RFC3339))
-		}
-		if i > 0 && !p.Day.After(s.Peaks[i-1].Day) {
-			return errors.New("daily_peaks: days must be in increasing order")
-		}
+	if err := checkSeries("daily_peaks", "day", len(s.Peaks), func(i int) time.Time { return s.Peaks[i].Day }, day); err != nil {
+		return err
 	}
 	if n := len(s.Peaks); n > 0 && s.Peaks[n-1].Day.Sub(s.Peaks[0].Day) >= peakDays*day {
 		return fmt.Errorf("daily_peaks: spans more than %d days", peakDays)

@@ -17,8 +17,8 @@ type errorHeaderTransport struct {
 	next http.RoundTripper
 }
 
-// It also leaves the decompression of query answers to net/http: the
-// client asks for gzip itself and then closes only its gzip reader, never
+// RoundTrip also leaves the decompression of query answers to net/http:
+// the client asks for gzip itself and then closes only its gzip reader, never
 // the response body, which leaks the connection and a goroutine per query.
 func (t errorHeaderTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if strings.HasSuffix(req.URL.Path, "/api/v2/query") && req.Header.Get("Accept-Encoding") != "" {
