@@ -3,6 +3,7 @@ package baseline
 import (
 	"errors"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -100,4 +101,34 @@ func TestMergeIsBounded(t *testing.T) {
 	if len(p.Volume.Recent) != WorkloadHistory {
 		t.Errorf("recent holds %d windows, want the history bound %d", len(p.Volume.Recent), WorkloadHistory)
 	}
+}
+
+// FuzzMergeImported merges whatever Import accepts, as a node does with
+// the profiles other nodes publish: no panic, and the bounds hold.
+func FuzzMergeImported(f *testing.F) {
+	f.Add(exportString(f, exportedSet(f).Profiles()))
+	f.Add(header + "profiles:\n  - workload: a\n    state: monitoring\n    volume: {windows: 2, recent: [1, 2], hours_seen: [{day: 2024-05-01T00:00:00Z, hours: 16777215}], hour_peaks: [{hour: 2024-05-01T02:00:00Z, bytes: 9}]}\n")
+	f.Fuzz(func(t *testing.T, doc string) {
+		ps, err := Import(strings.NewReader(doc))
+		if err != nil {
+			return
+		}
+		cfg := DefaultConfig()
+		cfg.MaxDestinations = 8
+		for _, p := range ps {
+			s := NewSet(cfg)
+			if _, _, err := s.Merge(t0, p.Workload, []*Profile{p, p}); err != nil {
+				t.Fatal(err)
+			}
+			m := s.Profile(p.Workload)
+			if len(m.Destinations) > cfg.MaxDestinations || len(m.Volume.Recent) > WorkloadHistory ||
+				len(m.Volume.HoursSeen) > peakDays || len(m.Volume.HourPeaks) > hourPeakSlots {
+				t.Fatalf("merge exceeds its bounds: %+v", m)
+			}
+			if err := m.Volume.validate(WorkloadHistory); err != nil {
+				t.Fatalf("merged volume does not validate: %v", err)
+			}
+			_ = m.ExpectedWindowAt(t0)
+		}
+	})
 }

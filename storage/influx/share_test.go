@@ -188,3 +188,39 @@ func waitWrites(t *testing.T, sinks ...*Sink) {
 		}
 	}
 }
+
+// FuzzDecodeShared feeds other nodes' documents, valid and not, through
+// decoding and the merge into this node's profiles: refusals are errors,
+// never panics, and a merge stays within the profile's bounds.
+func FuzzDecodeShared(f *testing.F) {
+	key := "shop/deployment/api"
+	for _, n := range []int{0, 3} {
+		doc, err := encodeShared(sharedProfile(key, n))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(doc)
+	}
+	f.Add("H4sIAAAAAAAA/wAAAP//")
+	f.Add("")
+	f.Fuzz(func(t *testing.T, doc string) {
+		p, err := decodeShared(doc, sha256Hex(doc), key)
+		if err != nil {
+			if !errors.Is(err, ErrSharedProfile) {
+				t.Fatalf("error %v does not wrap ErrSharedProfile", err)
+			}
+			return
+		}
+		cfg := baseline.DefaultConfig()
+		cfg.MaxDestinations = 16
+		s := baseline.NewSet(cfg)
+		if _, _, err := s.Merge(t0, key, []*baseline.Profile{p, p}); err != nil {
+			t.Fatal(err)
+		}
+		m := s.Profile(key)
+		if len(m.Destinations) > cfg.MaxDestinations || len(m.Volume.Recent) > baseline.WorkloadHistory {
+			t.Fatalf("merge exceeds its bounds: %d destinations, %d windows", len(m.Destinations), len(m.Volume.Recent))
+		}
+		_ = m.ExpectedWindowAt(t0)
+	})
+}
