@@ -78,6 +78,9 @@ func (s *Sink) shareLines(ps []*baseline.Profile, now time.Time) []string {
 		if p == nil {
 			continue
 		}
+		if s.share.recent(p, now) {
+			continue // encoding is the cost: skip it when nothing would be published
+		}
 		doc, err := encodeShared(p)
 		if err != nil {
 			s.share.errs.Add(1)
@@ -114,6 +117,15 @@ type published struct {
 	digest string
 	state  baseline.State
 	at     time.Time
+}
+
+// recent reports whether the profile was published in its current state
+// less than shareRepublish ago.
+func (st *shareState) recent(p *baseline.Profile, now time.Time) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	last, ok := st.last[p.Workload]
+	return ok && last.state == p.State && now.Sub(last.at) < shareRepublish
 }
 
 // due reports whether a profile with this document is to be published now,
