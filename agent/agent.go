@@ -104,6 +104,9 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Agent, error)
 		}
 		a.influx = s
 		reg.MustRegister(newInfluxCollector(s))
+		if cfg.Influx.ShareProfiles {
+			reg.MustRegister(newShareCollector(s))
+		}
 	}
 	if len(cfg.Alerts.Receivers) > 0 {
 		d, err := alert.New(cfg.AlertConfig(), log.With("component", "alert"), time.Now)
@@ -146,6 +149,11 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		_ = a.ln.Close()
 		return err
 	}
+	var share *profileShare
+	if a.influx != nil && a.cfg.Influx.ShareProfiles {
+		share = newProfileShare(a.influx, a.log, a.cfg.Influx.Timeout.D())
+		eng.ShareProfiles(share.request)
+	}
 	review := make(chan reviewOp, 8)
 	srv := &server{log: a.log.With("component", "http"), reg: a.reg, status: &a.status, ready: &a.ready, ln: a.ln, alerts: a.store.Anomalies,
 		audit: a.store.AuditEvents, review: review}
@@ -156,6 +164,9 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	g.Go(func() error { return a.attr.Run(gctx) })
 	if a.alert != nil {
 		g.Go(func() error { return a.alert.Run(gctx) })
+	}
+	if share != nil {
+		g.Go(func() error { return share.Run(gctx) })
 	}
 	if a.influx != nil {
 		// The writer outlives the engine loop: it must take the last
@@ -180,7 +191,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		return a.feed.Run(gctx, packets)
 	})
 	g.Go(func() error {
-		l := loop{a: a, eng: eng, ifaces: ifaces, act: act, packets: packets, links: a.feed.Links(), feedDone: feedDone, reviews: review}
+		l := loop{a: a, eng: eng, ifaces: ifaces, act: act, packets: packets, links: a.feed.Links(), feedDone: feedDone, reviews: review, share: share}
 		return l.run(gctx)
 	})
 	a.log.Info("agent started", "node", a.cfg.NodeName, "listen", a.ln.Addr().String(), "data_dir", a.cfg.DataDir,
@@ -203,6 +214,7 @@ type loop struct {
 	links    <-chan linkEvent
 	feedDone <-chan struct{} // closed when capture has handed over its last batch
 	reviews  <-chan reviewOp // approvals and resets from the local API
+	share    *profileShare   // nil without influx.share_profiles
 
 	attrVersion uint64
 	drops       uint64 // kernel and queue drops summed over interfaces at the last tick
@@ -268,6 +280,9 @@ func (l *loop) tick(now time.Time) {
 		l.eng.CaptureDropping()
 	}
 	l.drops = drops
+	if l.share != nil {
+		l.share.adopt(now, l.eng)
+	}
 	l.eng.Advance(now)
 	if now.Sub(l.lastSave) >= time.Minute {
 		l.lastSave = now

@@ -23,6 +23,10 @@ type InfluxConfig struct {
 	SpoolDir        string   `json:"spool_dir"` // default <data_dir>/influx-spool
 	SpoolMaxBytes   int64    `json:"spool_max_bytes"`
 	TopDestinations int      `json:"top_destinations"`
+	// ShareProfiles publishes this node's profiles and starts a workload
+	// new to this node from the profiles other nodes published for it
+	// (docs/sharing.md). Needs Flux (InfluxDB 1.8: flux-enabled = true).
+	ShareProfiles bool `json:"share_profiles"`
 }
 
 // TokenEnv names the environment variable holding the InfluxDB token.
@@ -54,6 +58,7 @@ func (c Config) InfluxSinkConfig() (influx.Config, bool) {
 	if in.SpoolMaxBytes > 0 {
 		out.SpoolMaxBytes = in.SpoolMaxBytes
 	}
+	out.ShareProfiles = in.ShareProfiles
 	if in.TopDestinations > 0 {
 		out.TopDestinations = in.TopDestinations
 	}

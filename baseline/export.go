@@ -183,6 +183,7 @@ func (s *VolumeStats) toUTC() {
 	for i := range s.Peaks {
 		s.Peaks[i].Day = s.Peaks[i].Day.UTC()
 	}
+	s.hoursToUTC()
 }
 
 // validate checks what the types cannot: header, states, destinations,

@@ -177,10 +177,16 @@ func (p *Profile) ObserveWindow(now time.Time, v WindowVolume) {
 		p.LastWindow = end
 	}
 	p.BytesOut += v.BytesOut
+	cfg := p.config()
+	start := v.Start
+	if start.IsZero() {
+		start = end.Add(-cfg.Window)
+	}
 	if v.Anomalous {
 		p.AnomalousWindows++
+		p.Volume.noteHour(start, v.BytesOut, cfg.VolumeFloorBytes)
 	} else {
-		p.Volume.observe(end, v.BytesOut, WorkloadHistory)
+		p.Volume.learnWindow(cfg, p.LastWindow, start, end, v.BytesOut, WorkloadHistory)
 	}
 	for d, b := range v.PerDestination {
 		if b == 0 {
@@ -196,8 +202,10 @@ func (p *Profile) ObserveWindow(now time.Time, v WindowVolume) {
 		if end.After(s.LastSeen) {
 			s.LastSeen = end // a long-lived connection is still in use
 		}
-		if !v.Anomalous {
-			s.Volume.observe(end, b, DestinationHistory)
+		if v.Anomalous {
+			s.Volume.noteHour(start, b, cfg.VolumeFloorBytes)
+		} else {
+			s.Volume.learnWindow(cfg, p.LastWindow, start, end, b, DestinationHistory)
 		}
 	}
 }

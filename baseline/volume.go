@@ -1,7 +1,6 @@
 package baseline
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -24,6 +23,7 @@ type VolumeExpectation struct {
 	Spread    float64 // 1.4826·MAD: the robust counterpart of a standard deviation
 	Peak      uint64  // largest learned window of the last eight days
 	Threshold uint64  // bytes above which a window is a spike
+	TimeOfDay bool    // Threshold was raised by the same hour of earlier days (see TimeOfDayMinDays)
 }
 
 // Exceeds reports whether a window of b bytes is a spike.
@@ -93,6 +93,10 @@ type VolumeStats struct {
 	Windows uint64      `json:"windows"`               // windows learned in all
 	Recent  []uint64    `json:"recent,omitempty"`      // latest learned window totals, oldest first
 	Peaks   []DailyPeak `json:"daily_peaks,omitempty"` // largest learned window per UTC day, oldest first
+	// The time-of-day history (see TimeOfDayMinDays); absent in exports
+	// of older agents, which then start it empty.
+	HourPeaks []HourPeak `json:"hour_peaks,omitempty"`
+	HoursSeen []DayHours `json:"hours_seen,omitempty"`
 
 	summary volumeSummary // median and MAD of Recent, computed when asked for
 }
@@ -288,16 +292,11 @@ func (s *VolumeStats) validate(history int) error {
 	if len(s.Peaks) > peakDays {
 		return fmt.Errorf("daily_peaks holds %d days, at most %d", len(s.Peaks), peakDays)
 	}
-	for i, p := range s.Peaks {
-		if !p.Day.Equal(p.Day.UTC().Truncate(day)) {
-			return fmt.Errorf("daily_peaks[%d]: day %s is not a UTC midnight", i, p.Day.Format(time.RFC3339))
-		}
-		if i > 0 && !p.Day.After(s.Peaks[i-1].Day) {
-			return errors.New("daily_peaks: days must be in increasing order")
-		}
+	if err := checkSeries("daily_peaks", "day", len(s.Peaks), func(i int) time.Time { return s.Peaks[i].Day }, day); err != nil {
+		return err
 	}
 	if n := len(s.Peaks); n > 0 && s.Peaks[n-1].Day.Sub(s.Peaks[0].Day) >= peakDays*day {
 		return fmt.Errorf("daily_peaks: spans more than %d days", peakDays)
 	}
-	return nil
+	return s.validateTimeOfDay()
 }

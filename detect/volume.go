@@ -86,7 +86,7 @@ func (d *VolumeSpike) Check(now time.Time, p *baseline.Profile, w Window) []Anom
 		return nil
 	}
 	var out []Anomaly
-	if e := p.ExpectedWindow(); e.Exceeds(w.BytesOut) {
+	if e := p.ExpectedWindowAt(w.Start); e.Exceeds(w.BytesOut) {
 		out = append(out, d.anomaly(now, p, w, nil, w.BytesOut, e))
 	}
 	if !d.cfg.PerDestination {
@@ -94,7 +94,7 @@ func (d *VolumeSpike) Check(now time.Time, p *baseline.Profile, w Window) []Anom
 	}
 	first := len(out)
 	for dest, b := range w.PerDestination {
-		if e, ok := p.ExpectedFor(dest); ok && e.Exceeds(b) {
+		if e, ok := p.ExpectedForAt(dest, w.Start); ok && e.Exceeds(b) {
 			out = append(out, d.anomaly(now, p, w, &dest, b, e))
 		}
 	}

@@ -35,6 +35,9 @@ type Config struct {
 	MaxIdleWindows int
 	// Rules are the allow and deny rules (see engine/rules.go).
 	Rules []detect.Rule
+	// RolloutWindow: a new destination of a container of a new version,
+	// within this long after its rollout started, says so (0: one hour).
+	RolloutWindow time.Duration
 }
 
 // DefaultConfig returns the defaults documented in docs/configuration.md.
@@ -92,6 +95,10 @@ type Engine struct {
 	newDest  *detect.NewDestination
 	spike    *detect.VolumeSpike
 	rules    *detect.RuleDeny
+	severity detect.SeverityConfig
+	dests    *destTracker
+	rollouts *rolloutTracker
+	shared   sharing
 
 	started      bool
 	startTime    time.Time
@@ -125,6 +132,9 @@ func New(cfg Config, log *slog.Logger, reg *workload.Registry, r Resolver, sink 
 		profiles: baseline.NewSet(cfg.Baseline),
 		newDest:  detect.NewNewDestination(detect.DefaultNewDestinationConfig()),
 		spike:    detect.NewVolumeSpike(detect.DefaultVolumeSpikeConfig()),
+		severity: detect.DefaultSeverityConfig(),
+		dests:    newDestTracker(),
+		rollouts: newRolloutTracker(cfg.RolloutWindow),
 		windows:  make(map[string]*windowAcc),
 		rules:    newRuleStage(cfg.Rules),
 	}

@@ -65,7 +65,9 @@ func (e *Engine) profile(now time.Time, key string) *baseline.Profile {
 	if e.cfg.LearnFromStart {
 		start = e.startTime
 	}
-	return e.profiles.Ensure(start, key)
+	p := e.profiles.Ensure(start, key)
+	e.profileCreated(key)
+	return p
 }
 
 // connections hands every connection the table settled to the baselines and
@@ -84,6 +86,7 @@ func (e *Engine) connections() {
 		now := c.Time
 		p := e.profile(c.Opened, ent.Identity.Key())
 		e.advanceProfiles(now)
+		e.rollouts.observe(now, c.Workload, ent)
 		d := e.destination(c.Name, c.Remote.Addr(), c.Remote.Port(), c.Proto)
 		conn := detect.Connection{
 			Time:        now,
@@ -105,12 +108,16 @@ func (e *Engine) connections() {
 		// even when it is reported (named) just after learning ended.
 		if p.State == baseline.StateLearning || c.Opened.Before(p.MonitoringSince) {
 			p.ObserveConnection(now, d, true)
+			e.dests.note(now, d, c.Workload)
 			continue
 		}
 		if a, ok := e.newDest.Check(now, p, conn); ok {
+			e.gradeConnection(&a, conn, c.Workload)
+			e.rollouts.markRollout(now, &a, ent)
 			found = append(found, a)
 		}
 		p.ObserveConnection(now, d, false)
+		e.dests.note(now, d, c.Workload)
 	}
 	e.emit(found)
 }
@@ -226,6 +233,9 @@ func (e *Engine) endWindow(end time.Time, final bool) {
 						}
 					}
 				}
+			}
+			for i := range as {
+				e.gradeWindow(&as[i], p.Workload, end)
 			}
 			v.Anomalous = len(as) > 0
 			found = append(found, as...)

@@ -38,6 +38,11 @@ type Config struct {
 	// destination "other", which bounds the series count whatever the
 	// traffic does.
 	TopDestinations int
+
+	// ShareProfiles publishes each profile's export document (measurement
+	// egress_profile) when profiles are saved, for other nodes to start
+	// from; see Sink.SharedProfiles.
+	ShareProfiles bool
 }
 
 // DefaultConfig returns the defaults for everything but URL, Bucket,

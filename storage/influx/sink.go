@@ -73,6 +73,8 @@ type Sink struct {
 	lastErr  error
 	reported map[int]bool // permanent error statuses logged since the last success
 
+	share shareState // profiles published for other nodes (Config.ShareProfiles)
+
 	written, droppedBad, unspooled, writeErrors atomic.Uint64
 	inflight                                    atomic.Int64 // points taken from the queue, not yet written or spooled
 }
@@ -142,7 +144,12 @@ func (s *Sink) WriteAnomalies(as []detect.Anomaly) error {
 // SaveProfiles queues a snapshot of ps as egress_baseline and
 // egress_baseline_destination points.
 func (s *Sink) SaveProfiles(ps []*baseline.Profile) error {
-	return s.enqueue(profileLines(ps, s.cfg.Node, s.now()))
+	now := s.now()
+	lines := profileLines(ps, s.cfg.Node, now)
+	if s.cfg.ShareProfiles {
+		lines = append(lines, s.shareLines(ps, now)...)
+	}
+	return s.enqueue(lines)
 }
 
 // WriteAgentStats queues one egresswatch_agent point. Fields may be

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"strings"
 )
 
 // errorHeaderTransport makes InfluxDB 1.x refusals readable to the client
@@ -16,7 +17,14 @@ type errorHeaderTransport struct {
 	next http.RoundTripper
 }
 
+// RoundTrip also leaves the decompression of query answers to net/http:
+// the client asks for gzip itself and then closes only its gzip reader, never
+// the response body, which leaks the connection and a goroutine per query.
 func (t errorHeaderTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if strings.HasSuffix(req.URL.Path, "/api/v2/query") && req.Header.Get("Accept-Encoding") != "" {
+		req = req.Clone(req.Context())
+		req.Header.Del("Accept-Encoding")
+	}
 	resp, err := t.next.RoundTrip(req)
 	if err != nil || resp.StatusCode < 400 || resp.Header.Get("X-Influxdb-Error") != "" {
 		return resp, err
