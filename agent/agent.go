@@ -35,6 +35,7 @@ type Agent struct {
 	reg    *prometheus.Registry
 	store  *storage.Store
 	ln     net.Listener
+	token  string // the local API's bearer token, "" for none
 	feed   *liveFeed
 	attr   attribution
 	alert  *alert.Dispatcher // nil without receivers
@@ -68,6 +69,10 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Agent, error)
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	token, err := cfg.apiToken()
+	if err != nil {
+		return nil, err
+	}
 	if err := checkCapturePrivilege(); err != nil {
 		return nil, err
 	}
@@ -86,7 +91,7 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Agent, error)
 		_ = ln.Close()
 		return nil, fmt.Errorf("%w: containerd: %w", ErrConfig, err)
 	}
-	a := &Agent{cfg: cfg, log: log, reg: reg, store: st, ln: ln, attr: attr}
+	a := &Agent{cfg: cfg, log: log, reg: reg, store: st, ln: ln, attr: attr, token: token}
 	feed, err := newLiveFeed(cfg.Capture, log)
 	if err != nil {
 		_ = st.Close()
@@ -146,7 +151,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		_ = a.ln.Close()
 		return err
 	}
-	srv := &server{log: a.log.With("component", "http"), reg: a.reg, status: &a.status, ready: &a.ready, ln: a.ln, alerts: a.store.Anomalies}
+	srv := &server{log: a.log.With("component", "http"), reg: a.reg, status: &a.status, ready: &a.ready, ln: a.ln, alerts: a.store.Anomalies, token: a.token}
 
 	packets := make(chan *capture.Batch, a.cfg.Capture.QueueBatches)
 	g, gctx := errgroup.WithContext(ctx)

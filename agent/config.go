@@ -28,6 +28,9 @@ type Config struct {
 	DataDir  string `json:"data_dir"`
 	Listen   string `json:"listen"`
 	LogLevel string `json:"log_level"`
+	// APITokenFile holds the bearer token /api/v1/* requires; without it
+	// EGRESSWATCH_API_TOKEN. Required when Listen is not loopback.
+	APITokenFile string `json:"api_token_file"`
 
 	Containerd ContainerdConfig `json:"containerd"`
 	Capture    CaptureConfig    `json:"capture"`

@@ -33,6 +33,7 @@ type server struct {
 	ready  *atomic.Bool
 	ln     net.Listener
 	alerts func(storage.AnomalyQuery) ([]storage.AnomalyDoc, error)
+	token  string // bearer token /api/v1/* requires; "" on loopback without one
 }
 
 // listen binds the address before anything else starts, so that a port in
@@ -58,7 +59,9 @@ func (s *server) handler() http.Handler {
 		}
 		_, _ = w.Write([]byte("ready\n"))
 	})
-	mux.HandleFunc("GET "+StatusPath, func(w http.ResponseWriter, _ *http.Request) {
+	// Metrics and health stay open for scrapers and probes; the API names
+	// workloads and destinations and needs the token when one is set.
+	mux.Handle("GET "+StatusPath, requireToken(s.token, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		st := s.status.Load()
 		if st == nil {
 			http.Error(w, "starting", http.StatusServiceUnavailable)
@@ -66,8 +69,8 @@ func (s *server) handler() http.Handler {
 		}
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(st)
-	})
-	mux.HandleFunc("GET "+AlertsPath, s.serveAlerts)
+	})))
+	mux.Handle("GET "+AlertsPath, requireToken(s.token, http.HandlerFunc(s.serveAlerts)))
 	return mux
 }
 

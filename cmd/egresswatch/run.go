@@ -24,6 +24,7 @@ func bindRunFlags(f *pflag.FlagSet, cfg *agent.Config) {
 	f.StringVar(&cfg.NodeName, "node-name", cfg.NodeName, "node name recorded in every record (default: the host name)")
 	f.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "embedded store directory")
 	f.StringVar(&cfg.Listen, "listen", cfg.Listen, "address of /metrics, /healthz, /readyz and the status API")
+	f.StringVar(&cfg.APITokenFile, "api-token-file", cfg.APITokenFile, "file holding the bearer token /api/v1/* requires (or set "+agent.APITokenEnv+"); required when --listen is not loopback")
 	f.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "log level: debug, info, warn or error")
 	f.StringVar(&cfg.Containerd.Socket, "containerd-socket", cfg.Containerd.Socket, "containerd's socket, to attribute traffic to containers")
 	f.StringSliceVar(&cfg.Containerd.Namespaces, "containerd-namespaces", cfg.Containerd.Namespaces, "containerd namespaces to watch (default: all)")

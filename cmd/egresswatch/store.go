@@ -188,9 +188,9 @@ func writeFileAtomic(path string, data []byte) error {
 
 func newAlertsCommand(g *globals) *cobra.Command {
 	var (
-		dataDir, output, kind, wl, listen string
-		since                             time.Duration
-		limit                             int
+		dataDir, output, kind, wl, listen, tokenFile string
+		since                                        time.Duration
+		limit                                        int
 	)
 	cmd := &cobra.Command{
 		Use:   "alerts",
@@ -209,7 +209,7 @@ local API (--listen) instead.`,
 			if since > 0 {
 				q.Since = time.Now().Add(-since)
 			}
-			docs, err := storedAnomalies(cmd.Context(), dataDir, listen, q)
+			docs, err := storedAnomalies(cmd.Context(), dataDir, apiTarget{listen, tokenFile}, q)
 			if err != nil {
 				return err
 			}
@@ -242,15 +242,16 @@ local API (--listen) instead.`,
 	f.DurationVar(&since, "since", 0, "only anomalies newer than this (0: all)")
 	f.IntVar(&limit, "limit", 0, "at most this many, the newest (0: all)")
 	f.StringVar(&listen, "listen", agent.DefaultConfig().Listen, "the running agent's --listen address, asked when it holds the store")
+	apiTokenFlag(f, &tokenFile)
 	return cmd
 }
 
 // storedAnomalies reads anomalies from the store, or from the agent that
 // holds it.
-func storedAnomalies(ctx context.Context, dataDir, listen string, q storage.AnomalyQuery) (_ []storage.AnomalyDoc, err error) {
+func storedAnomalies(ctx context.Context, dataDir string, api apiTarget, q storage.AnomalyQuery) (_ []storage.AnomalyDoc, err error) {
 	st, err := openStore(dataDir, true)
 	if errors.Is(err, storage.ErrLocked) {
-		return agentAnomalies(ctx, listen, q)
+		return agentAnomalies(ctx, api, q)
 	}
 	if err != nil {
 		return nil, err
@@ -259,7 +260,8 @@ func storedAnomalies(ctx context.Context, dataDir, listen string, q storage.Anom
 	return st.Anomalies(q)
 }
 
-func agentAnomalies(ctx context.Context, listen string, q storage.AnomalyQuery) ([]storage.AnomalyDoc, error) {
+func agentAnomalies(ctx context.Context, api apiTarget, q storage.AnomalyQuery) ([]storage.AnomalyDoc, error) {
+	listen := api.listen
 	v := url.Values{}
 	if q.Kind != "" {
 		v.Set("kind", q.Kind)
@@ -275,17 +277,16 @@ func agentAnomalies(ctx context.Context, listen string, q storage.AnomalyQuery) 
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+listen+agent.AlertsPath+"?"+v.Encode(), nil)
-	if err != nil {
+	resp, err := apiGet(ctx, listen, api.tokenFile, agent.AlertsPath+"?"+v.Encode())
+	if errors.Is(err, errUsage) {
 		return nil, err
 	}
-	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("the store is held by a running agent, which did not answer at %s: %w", listen, err)
 	}
 	defer func() { _ = resp.Body.Close() }()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("agent at %s answered %s", listen, resp.Status)
+		return nil, apiStatusError(listen, resp)
 	}
 	var docs []storage.AnomalyDoc
 	sc := bufio.NewScanner(resp.Body)
