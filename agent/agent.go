@@ -34,6 +34,7 @@ type Agent struct {
 	log    *slog.Logger
 	reg    *prometheus.Registry
 	store  *storage.Store
+	guard  *storeGuard // the store as the engine writes to it
 	ln     net.Listener
 	token  string // the local API's bearer token, "" for none
 	feed   *liveFeed
@@ -99,7 +100,8 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Agent, error)
 		return nil, fmt.Errorf("%w: capture: %w", ErrConfig, err)
 	}
 	a.feed = feed
-	reg.MustRegister(newCollector(&a.snap, a.feed.Counters))
+	a.guard = newStoreGuard(StoreSink{st}, st.Path(), log)
+	reg.MustRegister(newCollector(&a.snap, a.feed.Counters), newStoreCollector(a.guard))
 	if ic, ok := cfg.InfluxSinkConfig(); ok {
 		s, err := influx.New(ic, log.With("component", "influx"))
 		if err != nil {
@@ -138,7 +140,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	}
 	reg := workload.NewRegistry()
 	ifaces := newInterfaces(reg, a.attr.Owner, a.cfg.Capture.HoldPackets, a.cfg.Capture.HoldTimeout.D())
-	var sink engine.Sink = StoreSink{a.store}
+	var sink engine.Sink = a.guard
 	if a.influx != nil {
 		sink = Tee{sink, a.influx}
 	}
@@ -151,7 +153,8 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		_ = a.ln.Close()
 		return err
 	}
-	srv := &server{log: a.log.With("component", "http"), reg: a.reg, status: &a.status, ready: &a.ready, ln: a.ln, alerts: a.store.Anomalies, token: a.token}
+	srv := &server{log: a.log.With("component", "http"), reg: a.reg, status: &a.status, ready: &a.ready, ln: a.ln, alerts: a.store.Anomalies, token: a.token,
+		degraded: a.guard.degraded}
 
 	packets := make(chan *capture.Batch, a.cfg.Capture.QueueBatches)
 	g, gctx := errgroup.WithContext(ctx)
@@ -318,6 +321,10 @@ func (l *loop) shutdown(now time.Time) error {
 	l.ifaces.resolveAll(now.Add(l.a.cfg.Capture.HoldTimeout.D()), l.eng.Packet)
 	err := l.eng.Close(now)
 	l.publish(now, l.a.feed.Counters())
+	if why := l.a.guard.degraded(); why != "" {
+		l.a.log.Error("agent stopped; the last intervals and baselines could not be stored", "why", why)
+		return err
+	}
 	l.a.log.Info("agent stopped; intervals and baselines flushed")
 	return err
 }
@@ -361,7 +368,7 @@ func (l *loop) publish(now time.Time, counters []interfaceCounters) {
 		flowsActive: s.Flow.Active, flowsCreated: s.Flow.Created, flowsEvicted: s.Flow.Evicted,
 		packets: s.Packets, unattributed: s.Unattributed, heldDropped: l.ifaces.heldDropped,
 		anomalies: map[string]uint64{}, workloadsByState: map[string]int{},
-		sinkErrors: s.SinkErrors, intervals: s.Intervals,
+		sinkErrors: s.SinkErrors + l.a.guard.errors.Load(), intervals: s.Intervals, clockJumps: l.eng.ClockJumps(),
 	}
 	for k, n := range s.Anomalies {
 		snap.anomalies[string(k)] = n

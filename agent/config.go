@@ -185,6 +185,9 @@ func (c Config) EngineConfig() engine.Config {
 	b.VolumeFloorBytes = c.Volume.FloorBytes
 	b.FoldIPv4Bits = c.Volume.FoldIPv4Bits
 	b.FoldIPv6Bits = c.Volume.FoldIPv6Bits
+	// The agent Advances every 100 ms, so a larger step than this is the
+	// wall clock jumping (or the host sleeping), not time observed.
+	e.MaxClockStep = max(2*b.Window, time.Minute)
 	return e
 }
 

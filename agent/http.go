@@ -34,6 +34,8 @@ type server struct {
 	ln     net.Listener
 	alerts func(storage.AnomalyQuery) ([]storage.AnomalyDoc, error)
 	token  string // bearer token /api/v1/* requires; "" on loopback without one
+	// degraded says why the agent runs but cannot store, or ""; nil: never.
+	degraded func() string
 }
 
 // listen binds the address before anything else starts, so that a port in
@@ -56,6 +58,14 @@ func (s *server) handler() http.Handler {
 		if !s.ready.Load() {
 			http.Error(w, "starting", http.StatusServiceUnavailable)
 			return
+		}
+		// Capture goes on while the store fails, so liveness stays ok;
+		// readiness tells the operator that records are being dropped.
+		if s.degraded != nil {
+			if why := s.degraded(); why != "" {
+				http.Error(w, "degraded: "+why, http.StatusServiceUnavailable)
+				return
+			}
 		}
 		_, _ = w.Write([]byte("ready\n"))
 	})
