@@ -77,6 +77,9 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Agent, error)
 	if err := checkCapturePrivilege(); err != nil {
 		return nil, err
 	}
+	if w := attributionPrivilegeWarning(); w != "" {
+		log.Warn(w)
+	}
 	st, err := storage.Open(cfg.DataDir, storage.Options{Retention: cfg.Storage.Retention.D()})
 	if err != nil {
 		return nil, err

@@ -123,7 +123,7 @@ func newRunCommand(g *globals) *cobra.Command {
 		Short: "Run the node agent: capture every container's veth, learn, detect, store",
 		Long: `run captures the host side of every container's veth on this node, attributes each
 flow to its container and workload through containerd, learns each workload's egress and raises
-anomalies when it departs from it. It needs CAP_NET_RAW and CAP_NET_ADMIN (or root).
+anomalies when it departs from it. It needs CAP_NET_RAW, and CAP_SYS_PTRACE to attribute containers (or root).
 
 Settings come from the defaults, then --config, then EGRESSWATCH_<FLAG> environment
 variables (--learning-period is EGRESSWATCH_LEARNING_PERIOD), then flags.`,
