@@ -53,7 +53,7 @@ func runWithCaps(t *testing.T, setpriv, bin string, caps []string, socket string
 	go func() { _ = cmd.Wait(); close(done) }()
 	var r privRun
 	deadline := time.Now().Add(limit)
-	for time.Now().Before(deadline) && !(r.attributed && r.flows) {
+	for time.Now().Before(deadline) && (!r.attributed || !r.flows) {
 		select {
 		case <-done:
 			r.exited = true
