@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/goleak"
 
 	"github.com/egresswatch/egresswatch/alert"
 	"github.com/egresswatch/egresswatch/internal/netnstest"
@@ -58,6 +59,9 @@ func secret(t *testing.T, prefix string) string {
 // all at debug level: the API answers only with the token, metrics and
 // probes stay open, and not one secret reaches the log.
 func TestAgentExposure(t *testing.T) {
+	// Every goroutine the agent started has ended once Run returns.
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	defer http.DefaultClient.CloseIdleConnections()
 	netnstest.RequireRoot(t)
 	ns := netnstest.NewNetNS(t)
 	v4, v6 := netnstest.Subnets()

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/goleak"
 
 	"github.com/egresswatch/egresswatch/internal/netnstest"
 	"github.com/egresswatch/egresswatch/storage"
@@ -80,6 +82,9 @@ func fillDisk(t *testing.T, path string) {
 // on, the failure is logged once, what could not be stored is counted,
 // readiness says degraded, and writes resume when space returns.
 func TestAgentStoreDiskFull(t *testing.T) {
+	// Every goroutine the agent started has ended once Run returns.
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	defer http.DefaultClient.CloseIdleConnections()
 	mnt := mountTmpfs(t, "2m")
 	ns := netnstest.NewNetNS(t)
 	v4, v6 := netnstest.Subnets()
