@@ -33,17 +33,30 @@ type privRun struct {
 // bounding set (so permitted and effective are caps and nothing else),
 // until the pod's veth is attributed and a flow counted, the process ends,
 // or limit passes.
-func runWithCaps(t *testing.T, setpriv, bin string, caps []string, socket string, tg *e2eTarget, limit time.Duration) privRun {
+func runWithCaps(t *testing.T, setpriv, bin string, caps []string, asNobody bool, socket string, tg *e2eTarget, limit time.Duration) privRun {
 	t.Helper()
-	dir := t.TempDir()
+	dir := publicDir(t)
 	listen := freeLoopbackAddr(t)
-	bounding := "-all"
+	set := "-all"
 	for _, c := range caps {
-		bounding += ",+" + c
+		set += ",+" + c
 	}
-	cmd := exec.Command(setpriv, "--bounding-set", bounding, "--inh-caps", "-all", "--", //nolint:gosec // G204: the binary under test
-		bin, "run", "--data-dir", filepath.Join(dir, "data"), "--listen", listen,
+	// As root, the bounding set alone limits what exec grants. Another uid
+	// gets exactly caps as ambient capabilities, and a data directory of
+	// its own.
+	args := []string{"--bounding-set", set, "--inh-caps", "-all"}
+	if asNobody {
+		args = []string{"--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps", set, "--ambient-caps", set}
+		if err := os.Mkdir(filepath.Join(dir, "data"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(filepath.Join(dir, "data"), 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+	}
+	args = append(args, "--", bin, "run", "--data-dir", filepath.Join(dir, "data"), "--listen", listen,
 		"--containerd-socket", socket, "--include-interfaces", "veth*", "--interval", "1s", "--log-level", "debug")
+	cmd := exec.Command(setpriv, args...) //nolint:gosec // G204: the binary under test
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
@@ -108,19 +121,26 @@ func TestLeastPrivilege(t *testing.T) {
 		workload: workload.Identity{Namespace: "shop", Kind: workload.KindDeployment, Name: "shop"}}
 	tg.ifindex = hostIfindex(t, c, tg.containerID)
 
-	all := runWithCaps(t, setpriv, bin(), leastCaps, c.Socket, tg, 20*time.Second)
+	all := runWithCaps(t, setpriv, bin(), leastCaps, false, c.Socket, tg, 20*time.Second)
 	t.Logf("with %v: exited=%v attributed=%v flows=%v", leastCaps, all.exited, all.attributed, all.flows)
 	if all.exited || !all.attributed || !all.flows {
 		t.Errorf("with %v the pod's traffic was not captured and attributed:\n%s", leastCaps, all.out)
 	}
+	// The binary where uid nobody may run it.
+	nobodyBin := filepath.Join(publicDir(t), "egresswatch")
+	if b, err := os.ReadFile(bin()); err != nil || os.WriteFile(nobodyBin, b, 0o755) != nil { //nolint:gosec // G306: an executable
+		t.Fatalf("copy the binary: %v", err)
+	}
 	for _, tc := range []struct {
-		drop string
+		drop     string
+		asNobody bool // leastCaps as ambient capabilities of uid 65534
 		// What breaks, and the one line that says so.
 		exits, attributes, counts bool
 		says                      string
 	}{
 		{drop: "net_raw", exits: true, says: "CAP_NET_RAW"},
 		{drop: "sys_ptrace", counts: true, says: "CAP_SYS_PTRACE"},
+		{drop: "uid 0", asNobody: true, counts: true, says: "permission denied"},
 	} {
 		var caps []string
 		for _, c := range leastCaps {
@@ -128,14 +148,20 @@ func TestLeastPrivilege(t *testing.T) {
 				caps = append(caps, c)
 			}
 		}
-		r := runWithCaps(t, setpriv, bin(), caps, c.Socket, tg, 12*time.Second)
+		exe := bin()
+		if tc.asNobody {
+			exe = nobodyBin
+		}
+		r := runWithCaps(t, setpriv, exe, caps, tc.asNobody, c.Socket, tg, 12*time.Second)
 		t.Logf("without %s: exited=%v attributed=%v flows=%v", tc.drop, r.exited, r.attributed, r.flows)
 		if r.exited != tc.exits || r.attributed != tc.attributes || r.flows != tc.counts {
 			t.Errorf("without %s: exited=%v attributed=%v flows=%v, want %v %v %v\n%s", tc.drop,
 				r.exited, r.attributed, r.flows, tc.exits, tc.attributes, tc.counts, r.out)
 		}
 		var lines []string
-		for _, l := range strings.Split(r.out, "\n") {
+		// One line at warning level or above (or the exit message); debug
+		// lines may repeat the cause.
+		for _, l := range strings.Split(grepLevels(r.out), "\n") {
 			if strings.Contains(l, tc.says) {
 				lines = append(lines, l)
 			}
@@ -146,6 +172,21 @@ func TestLeastPrivilege(t *testing.T) {
 			t.Logf("without %s it says: %s", tc.drop, lines[0])
 		}
 	}
+}
+
+// publicDir is a directory other users may traverse: t.TempDir's parent is
+// root's alone.
+func publicDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "egresswatch-priv-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil { //nolint:gosec // G302: uid nobody must reach it
+		t.Fatal(err)
+	}
+	return dir
 }
 
 // grepLevels keeps the warnings and errors of a JSON log, and plain lines.
