@@ -34,7 +34,9 @@ type Agent struct {
 	log    *slog.Logger
 	reg    *prometheus.Registry
 	store  *storage.Store
+	guard  *storeGuard // the store as the engine writes to it
 	ln     net.Listener
+	token  string // the local API's bearer token, "" for none
 	feed   *liveFeed
 	attr   attribution
 	alert  *alert.Dispatcher // nil without receivers
@@ -68,8 +70,15 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Agent, error)
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	token, err := cfg.apiToken()
+	if err != nil {
+		return nil, err
+	}
 	if err := checkCapturePrivilege(); err != nil {
 		return nil, err
+	}
+	if w := attributionPrivilegeWarning(); w != "" {
+		log.Warn(w)
 	}
 	st, err := storage.Open(cfg.DataDir, storage.Options{Retention: cfg.Storage.Retention.D()})
 	if err != nil {
@@ -86,7 +95,7 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Agent, error)
 		_ = ln.Close()
 		return nil, fmt.Errorf("%w: containerd: %w", ErrConfig, err)
 	}
-	a := &Agent{cfg: cfg, log: log, reg: reg, store: st, ln: ln, attr: attr}
+	a := &Agent{cfg: cfg, log: log, reg: reg, store: st, ln: ln, attr: attr, token: token}
 	feed, err := newLiveFeed(cfg.Capture, log)
 	if err != nil {
 		_ = st.Close()
@@ -94,7 +103,8 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Agent, error)
 		return nil, fmt.Errorf("%w: capture: %w", ErrConfig, err)
 	}
 	a.feed = feed
-	reg.MustRegister(newCollector(&a.snap, a.feed.Counters))
+	a.guard = newStoreGuard(StoreSink{st}, st.Path(), log)
+	reg.MustRegister(newCollector(&a.snap, a.feed.Counters), newStoreCollector(a.guard))
 	if ic, ok := cfg.InfluxSinkConfig(); ok {
 		s, err := influx.New(ic, log.With("component", "influx"))
 		if err != nil {
@@ -136,7 +146,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	}
 	reg := workload.NewRegistry()
 	ifaces := newInterfaces(reg, a.attr.Owner, a.cfg.Capture.HoldPackets, a.cfg.Capture.HoldTimeout.D())
-	var sink engine.Sink = StoreSink{a.store}
+	var sink engine.Sink = a.guard
 	if a.influx != nil {
 		sink = Tee{sink, a.influx}
 	}
@@ -156,7 +166,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	}
 	review := make(chan reviewOp, 8)
 	srv := &server{log: a.log.With("component", "http"), reg: a.reg, status: &a.status, ready: &a.ready, ln: a.ln, alerts: a.store.Anomalies,
-		audit: a.store.AuditEvents, review: review}
+		audit: a.store.AuditEvents, review: review, token: a.token, degraded: a.guard.degraded}
 
 	packets := make(chan *capture.Batch, a.cfg.Capture.QueueBatches)
 	g, gctx := errgroup.WithContext(ctx)
@@ -333,6 +343,10 @@ func (l *loop) shutdown(now time.Time) error {
 	l.ifaces.resolveAll(now.Add(l.a.cfg.Capture.HoldTimeout.D()), l.eng.Packet)
 	err := l.eng.Close(now)
 	l.publish(now, l.a.feed.Counters())
+	if why := l.a.guard.degraded(); why != "" {
+		l.a.log.Error("agent stopped; the last intervals and baselines could not be stored", "why", why)
+		return err
+	}
 	l.a.log.Info("agent stopped; intervals and baselines flushed")
 	return err
 }
@@ -376,7 +390,7 @@ func (l *loop) publish(now time.Time, counters []interfaceCounters) {
 		flowsActive: s.Flow.Active, flowsCreated: s.Flow.Created, flowsEvicted: s.Flow.Evicted,
 		packets: s.Packets, unattributed: s.Unattributed, heldDropped: l.ifaces.heldDropped,
 		anomalies: map[string]uint64{}, workloadsByState: map[string]int{},
-		sinkErrors: s.SinkErrors, intervals: s.Intervals,
+		sinkErrors: s.SinkErrors + l.a.guard.errors.Load(), intervals: s.Intervals, clockJumps: l.eng.ClockJumps(),
 	}
 	for k, n := range s.Anomalies {
 		snap.anomalies[string(k)] = n

@@ -3,9 +3,13 @@ package agent
 import (
 	"context"
 	"log/slog"
+	"time"
 
 	"github.com/egresswatch/egresswatch/workload"
 )
+
+// reconnectMax caps the wait between attempts to reach containerd.
+const reconnectMax = 2 * time.Second
 
 // containerdAttribution adapts workload.Attributor to what the agent needs.
 type containerdAttribution struct {
@@ -13,7 +17,11 @@ type containerdAttribution struct {
 }
 
 func newContainerdAttribution(cfg ContainerdConfig, log *slog.Logger) (*containerdAttribution, error) {
-	a, err := workload.NewAttributor(workload.AttributorConfig{Socket: cfg.Socket, Namespaces: cfg.Namespaces}, log)
+	// The agent talks to its own node's containerd only, so there is no
+	// fleet to spread out: retry often enough that attribution is back
+	// within a few seconds of a containerd restart.
+	a, err := workload.NewAttributor(workload.AttributorConfig{Socket: cfg.Socket, Namespaces: cfg.Namespaces,
+		ReconnectMax: reconnectMax}, log)
 	if err != nil {
 		return nil, err
 	}

@@ -28,6 +28,9 @@ type Config struct {
 	DataDir  string `json:"data_dir"`
 	Listen   string `json:"listen"`
 	LogLevel string `json:"log_level"`
+	// APITokenFile holds the bearer token /api/v1/* requires; without it
+	// EGRESSWATCH_API_TOKEN. Required when Listen is not loopback.
+	APITokenFile string `json:"api_token_file"`
 
 	Containerd ContainerdConfig `json:"containerd"`
 	Capture    CaptureConfig    `json:"capture"`
@@ -187,6 +190,9 @@ func (c Config) EngineConfig() engine.Config {
 	b.FoldIPv4Bits = c.Volume.FoldIPv4Bits
 	b.FoldIPv6Bits = c.Volume.FoldIPv6Bits
 	e.Rules = c.Rules.List
+	// The agent Advances every 100 ms, so a larger step than this is the
+	// wall clock jumping (or the host sleeping), not time observed.
+	e.MaxClockStep = max(2*b.Window, time.Minute)
 	return e
 }
 

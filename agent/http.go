@@ -35,6 +35,9 @@ type server struct {
 	alerts func(storage.AnomalyQuery) ([]storage.AnomalyDoc, error)
 	audit  func(limit int) ([]storage.AuditEvent, error)
 	review chan<- reviewOp // to the engine goroutine (review.go)
+	token  string // bearer token /api/v1/* requires; "" on loopback without one
+	// degraded says why the agent runs but cannot store, or ""; nil: never.
+	degraded func() string
 }
 
 // listen binds the address before anything else starts, so that a port in
@@ -58,9 +61,19 @@ func (s *server) handler() http.Handler {
 			http.Error(w, "starting", http.StatusServiceUnavailable)
 			return
 		}
+		// Capture goes on while the store fails, so liveness stays ok;
+		// readiness tells the operator that records are being dropped.
+		if s.degraded != nil {
+			if why := s.degraded(); why != "" {
+				http.Error(w, "degraded: "+why, http.StatusServiceUnavailable)
+				return
+			}
+		}
 		_, _ = w.Write([]byte("ready\n"))
 	})
-	mux.HandleFunc("GET "+StatusPath, func(w http.ResponseWriter, _ *http.Request) {
+	// Metrics and health stay open for scrapers and probes; the API names
+	// workloads and destinations and needs the token when one is set.
+	mux.Handle("GET "+StatusPath, requireToken(s.token, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		st := s.status.Load()
 		if st == nil {
 			http.Error(w, "starting", http.StatusServiceUnavailable)
@@ -68,12 +81,12 @@ func (s *server) handler() http.Handler {
 		}
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(st)
-	})
-	mux.HandleFunc("GET "+AlertsPath, s.serveAlerts)
-	mux.HandleFunc("GET "+BaselinesPath, s.serveBaselines)
-	mux.HandleFunc("POST "+ApprovePath, s.serveReview(storage.AuditApprove))
-	mux.HandleFunc("POST "+ResetPath, s.serveReview(storage.AuditReset))
-	mux.HandleFunc("GET "+AuditPath, s.serveAudit)
+	})))
+	mux.Handle("GET "+AlertsPath, requireToken(s.token, http.HandlerFunc(s.serveAlerts)))
+	mux.Handle("GET "+BaselinesPath, requireToken(s.token, http.HandlerFunc(s.serveBaselines)))
+	mux.Handle("POST "+ApprovePath, requireToken(s.token, s.serveReview(storage.AuditApprove)))
+	mux.Handle("POST "+ResetPath, requireToken(s.token, s.serveReview(storage.AuditReset)))
+	mux.Handle("GET "+AuditPath, requireToken(s.token, http.HandlerFunc(s.serveAudit)))
 	return mux
 }
 

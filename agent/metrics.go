@@ -19,6 +19,7 @@ type engineSnapshot struct {
 	workloadsByState map[string]int
 	sinkErrors       uint64
 	intervals        uint64
+	clockJumps       uint64
 }
 
 // interfaceCounters is one interface's capture counters at scrape time.
@@ -39,7 +40,7 @@ type collector struct {
 	capPackets, capBytes, capKernelDrops, capQueueDrops, decodeDrops *prometheus.Desc
 	flowsActive, flowsCreated, flowsEvicted                          *prometheus.Desc
 	unattributed, heldDropped, anomalies, workloads                  *prometheus.Desc
-	sinkErrors, intervals                                            *prometheus.Desc
+	sinkErrors, intervals, clockJumps                                *prometheus.Desc
 }
 
 func newCollector(engine *atomic.Pointer[engineSnapshot], interfaces func() []interfaceCounters) *collector {
@@ -63,13 +64,14 @@ func newCollector(engine *atomic.Pointer[engineSnapshot], interfaces func() []in
 		workloads:      d("workloads", "Workloads with a baseline, by learning state.", "state"),
 		sinkErrors:     d("storage_write_errors_total", "Failed writes to the store."),
 		intervals:      d("storage_interval_records_total", "Interval records produced."),
+		clockJumps:     d("engine_clock_jumps_total", "Jumps of the wall clock (beyond two volume windows) treated as unobserved time."),
 	}
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.capPackets, c.capBytes, c.capKernelDrops, c.capQueueDrops, c.decodeDrops,
 		c.flowsActive, c.flowsCreated, c.flowsEvicted, c.unattributed, c.heldDropped, c.anomalies, c.workloads,
-		c.sinkErrors, c.intervals} {
+		c.sinkErrors, c.intervals, c.clockJumps} {
 		ch <- d
 	}
 }
@@ -109,4 +111,5 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	counter(c.sinkErrors, s.sinkErrors)
 	counter(c.intervals, s.intervals)
+	counter(c.clockJumps, s.clockJumps)
 }

@@ -38,6 +38,11 @@ type Config struct {
 	// RolloutWindow: a new destination of a container of a new version,
 	// within this long after its rollout started, says so (0: one hour).
 	RolloutWindow time.Duration
+	// MaxClockStep, when positive, makes a step of the clock larger than
+	// this between two calls to Advance a jump of the wall clock rather
+	// than time passing (clock.go). Live callers that Advance on a ticker
+	// set it; replays leave it 0, as gaps in a file are real.
+	MaxClockStep time.Duration
 }
 
 // DefaultConfig returns the defaults documented in docs/configuration.md.
@@ -58,8 +63,8 @@ func (c Config) Validate() error {
 	if c.Baseline.Window%c.Interval != 0 {
 		return fmt.Errorf("volume window %v must be a whole number of intervals (%v)", c.Baseline.Window, c.Interval)
 	}
-	if c.MaxIdleWindows < 0 {
-		return errors.New("max idle windows must not be negative")
+	if c.MaxIdleWindows < 0 || c.MaxClockStep < 0 {
+		return errors.New("max idle windows and max clock step must not be negative")
 	}
 	if _, err := detect.NewRules(c.Rules); err != nil {
 		return err
@@ -108,6 +113,8 @@ type Engine struct {
 	dropping     bool // capture reported kernel drops in the current window
 	summary      Summary
 	sinkErr      error
+	lastClock    time.Time // wall reading of the latest Advance
+	clockJumps   uint64
 }
 
 type windowAcc struct {
@@ -151,7 +158,7 @@ func (e *Engine) Packet(p *capture.Packet) {
 	if !e.started {
 		e.start(p.Time)
 	}
-	if !p.Time.Before(e.nextInterval) {
+	if !p.Time.Before(e.nextInterval) && !e.stepTooLarge(p.Time) {
 		e.Advance(p.Time)
 	}
 	e.summary.Packets++
@@ -190,6 +197,7 @@ func (e *Engine) Advance(now time.Time) {
 	if !e.started {
 		e.start(now)
 	}
+	e.clockJumped(now)
 	e.table.SettleDue(now)
 	e.connections()
 	if now.Before(e.nextInterval) {
@@ -198,7 +206,9 @@ func (e *Engine) Advance(now time.Time) {
 	e.endInterval(e.nextInterval)
 	e.nextInterval = e.nextInterval.Add(e.cfg.Interval)
 	if !now.Before(e.nextInterval) {
-		// A gap in the traffic: nothing more to count until now.
+		// A gap in the traffic: nothing more to count until now, and the
+		// next record starts at now's interval, not before the gap.
+		e.restartInterval(now.Truncate(e.cfg.Interval))
 		e.nextInterval = now.Truncate(e.cfg.Interval).Add(e.cfg.Interval)
 	}
 	e.endWindows(now)

@@ -14,8 +14,9 @@ import (
 func newPolicyCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "policy", Short: "Turn learned baselines into Kubernetes network policies"}
 	var (
-		wl, format, from, imp, listen, file string
-		selector                            []string
+		wl, format, from, imp, file string
+		api                         apiTarget
+		selector                    []string
 	)
 	gen := &cobra.Command{
 		Use:   "generate --workload W --format networkpolicy|cilium",
@@ -51,7 +52,7 @@ unless --selector gives their labels.`,
 					err = fmt.Errorf("%w %q: not in %s", baseline.ErrUnknownWorkload, wl, imp)
 				}
 			} else {
-				ps, err = storedProfiles(cmd.Context(), from, listen, wl)
+				ps, err = storedProfiles(cmd.Context(), from, api, wl)
 			}
 			if err != nil {
 				return err
@@ -78,7 +79,8 @@ unless --selector gives their labels.`,
 	fl.StringVar(&format, "format", "", "networkpolicy or cilium")
 	fl.StringVar(&from, "from", defaultDataDir, "embedded store (data dir) to read the baseline from")
 	fl.StringVar(&imp, "import", "", "read the baseline from this export instead of the store")
-	fl.StringVar(&listen, "listen", agent.DefaultConfig().Listen, "the running agent's --listen address, used while it holds the store")
+	fl.StringVar(&api.listen, "listen", agent.DefaultConfig().Listen, "the running agent's --listen address, used while it holds the store")
+	apiTokenFlag(fl, &api.tokenFile)
 	fl.StringArrayVar(&selector, "selector", nil, "KEY=VALUE pod label to select (repeatable; default app=<workload name>)")
 	fl.StringVar(&file, "file", "", "output file (default standard output)")
 	cmd.AddCommand(gen)

@@ -6,8 +6,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/egresswatch/egresswatch/internal/testutil"
 )
 
 // TestRunWithoutCapabilities runs the real binary with no capabilities (as
@@ -21,16 +19,10 @@ func TestRunWithoutCapabilities(t *testing.T) {
 	if err != nil {
 		t.Skip("setpriv (util-linux) not installed")
 	}
+	bin := buildBinary(t)
 	dir := t.TempDir()
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
-	}
-	bin := filepath.Join(dir, "egresswatch")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	build.Dir = filepath.Join(testutil.RepoRoot(t), "cmd", "egresswatch")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
 	}
 	cmd := exec.Command(setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
 		bin, "run", "--data-dir", filepath.Join(dir, "data"), "--listen", "127.0.0.1:0")

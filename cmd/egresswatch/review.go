@@ -25,7 +25,7 @@ import (
 // reviewFlags are the baseline command's flags the review commands share.
 type reviewFlags struct {
 	dataDir string
-	listen  string // the running agent's API, asked while it holds the store
+	api     apiTarget // the running agent's API, asked while it holds the store
 	by      string
 }
 
@@ -63,7 +63,7 @@ func newReviewCommands(g *globals, f *reviewFlags) []*cobra.Command {
 			if err != nil {
 				return err
 			}
-			cur, err := storedProfiles(cmd.Context(), f.dataDir, f.listen, "")
+			cur, err := storedProfiles(cmd.Context(), f.dataDir, f.api, "")
 			if err != nil {
 				return err
 			}
@@ -275,7 +275,7 @@ func review(ctx context.Context, f *reviewFlags, action string, req agent.Review
 			path = agent.ResetPath
 		}
 		body, _ := json.Marshal(req)
-		if err := callAgent(ctx, f.listen, http.MethodPost, path, body, &res); err != nil {
+		if err := callAgent(ctx, f.api, http.MethodPost, path, body, &res); err != nil {
 			return res, err
 		}
 		return res, nil
@@ -341,7 +341,7 @@ func auditEvents(ctx context.Context, f *reviewFlags, limit int) (_ []storage.Au
 	st, err := openStore(f.dataDir, true)
 	if errors.Is(err, storage.ErrLocked) {
 		var events []storage.AuditEvent
-		err := callAgent(ctx, f.listen, http.MethodGet, agent.AuditPath+"?limit="+strconv.Itoa(limit), nil, &events)
+		err := callAgent(ctx, f.api, http.MethodGet, agent.AuditPath+"?limit="+strconv.Itoa(limit), nil, &events)
 		return events, err
 	}
 	if err != nil {
@@ -352,9 +352,10 @@ func auditEvents(ctx context.Context, f *reviewFlags, limit int) (_ []storage.Au
 }
 
 // agentProfiles asks the running agent for its profiles.
-func agentProfiles(ctx context.Context, listen string) ([]*baseline.Profile, error) {
+func agentProfiles(ctx context.Context, api apiTarget) ([]*baseline.Profile, error) {
+	listen := api.listen
 	var raw []byte
-	if err := callAgent(ctx, listen, http.MethodGet, agent.BaselinesPath, nil, &raw); err != nil {
+	if err := callAgent(ctx, api, http.MethodGet, agent.BaselinesPath, nil, &raw); err != nil {
 		return nil, err
 	}
 	ps, err := baseline.Import(bytes.NewReader(raw))
@@ -369,7 +370,12 @@ var errAgent = errors.New("the agent refused")
 
 // callAgent sends a request to the agent's local API and decodes its JSON
 // answer into out (or, for *[]byte, keeps it as it is).
-func callAgent(ctx context.Context, listen, method, path string, body []byte, out any) error {
+func callAgent(ctx context.Context, api apiTarget, method, path string, body []byte, out any) error {
+	listen := api.listen
+	tok, err := agent.ReadAPIToken(api.tokenFile, os.LookupEnv)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	var rd io.Reader
@@ -383,6 +389,9 @@ func callAgent(ctx context.Context, listen, method, path string, body []byte, ou
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	if tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return fmt.Errorf("the store is held by a running agent, which did not answer at %s (set --listen to its address): %w", listen, err)
@@ -391,6 +400,9 @@ func callAgent(ctx context.Context, listen, method, path string, body []byte, ou
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
 	if err != nil {
 		return fmt.Errorf("read the answer of the agent at %s: %w", listen, err)
+	}
+	if resp.StatusCode == http.StatusUnauthorized {
+		return apiStatusError(listen, resp)
 	}
 	if resp.StatusCode != http.StatusOK {
 		var e agent.APIError

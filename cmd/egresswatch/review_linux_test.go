@@ -54,7 +54,7 @@ func startAgent(t *testing.T, data, iface string) (string, func()) {
 	}
 	t.Cleanup(stop)
 	waitUntil(t, 10*time.Second, "capture on "+iface, func() bool {
-		st, _, err := fetchStatus(context.Background(), a.Addr(), time.Second)
+		st, _, err := fetchStatus(context.Background(), a.Addr(), "", time.Second)
 		for _, i := range st.Interfaces {
 			if err == nil && i.Name == iface && i.Active {
 				return true

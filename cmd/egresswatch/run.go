@@ -24,6 +24,7 @@ func bindRunFlags(f *pflag.FlagSet, cfg *agent.Config) {
 	f.StringVar(&cfg.NodeName, "node-name", cfg.NodeName, "node name recorded in every record (default: the host name)")
 	f.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "embedded store directory")
 	f.StringVar(&cfg.Listen, "listen", cfg.Listen, "address of /metrics, /healthz, /readyz and the status API")
+	f.StringVar(&cfg.APITokenFile, "api-token-file", cfg.APITokenFile, "file holding the bearer token /api/v1/* requires (or set "+agent.APITokenEnv+"); required when --listen is not loopback")
 	f.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "log level: debug, info, warn or error")
 	f.StringVar(&cfg.Containerd.Socket, "containerd-socket", cfg.Containerd.Socket, "containerd's socket, to attribute traffic to containers")
 	f.StringSliceVar(&cfg.Containerd.Namespaces, "containerd-namespaces", cfg.Containerd.Namespaces, "containerd namespaces to watch (default: all)")
@@ -122,7 +123,7 @@ func newRunCommand(g *globals) *cobra.Command {
 		Short: "Run the node agent: capture every container's veth, learn, detect, store",
 		Long: `run captures the host side of every container's veth on this node, attributes each
 flow to its container and workload through containerd, learns each workload's egress and raises
-anomalies when it departs from it. It needs CAP_NET_RAW and CAP_NET_ADMIN (or root).
+anomalies when it departs from it. It needs CAP_NET_RAW, and CAP_SYS_PTRACE to attribute containers (or root).
 
 Settings come from the defaults, then --config, then EGRESSWATCH_<FLAG> environment
 variables (--learning-period is EGRESSWATCH_LEARNING_PERIOD), then flags.`,

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -16,8 +17,8 @@ import (
 
 func newStatusCommand(g *globals) *cobra.Command {
 	var (
-		addr, output string
-		timeout      time.Duration
+		addr, output, tokenFile string
+		timeout                 time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "status",
@@ -27,7 +28,7 @@ func newStatusCommand(g *globals) *cobra.Command {
 			if output != "table" && output != "json" {
 				return fmt.Errorf("%w: --output %q: want table or json", errUsage, output)
 			}
-			st, raw, err := fetchStatus(cmd.Context(), addr, timeout)
+			st, raw, err := fetchStatus(cmd.Context(), addr, tokenFile, timeout)
 			if err != nil {
 				return err
 			}
@@ -41,25 +42,24 @@ func newStatusCommand(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&addr, "listen", agent.DefaultConfig().Listen, "the agent's --listen address")
 	cmd.Flags().StringVar(&output, "output", "table", "table or json")
 	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Second, "how long to wait for the agent")
+	apiTokenFlag(cmd.Flags(), &tokenFile)
 	return cmd
 }
 
-func fetchStatus(ctx context.Context, addr string, timeout time.Duration) (agent.Status, []byte, error) {
+func fetchStatus(ctx context.Context, addr, tokenFile string, timeout time.Duration) (agent.Status, []byte, error) {
 	var st agent.Status
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	url := "http://" + addr + agent.StatusPath
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
+	resp, err := apiGet(ctx, addr, tokenFile, agent.StatusPath)
+	if errors.Is(err, errUsage) {
 		return st, nil, err
 	}
-	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return st, nil, fmt.Errorf("agent not reachable at %s (is `egresswatch run` running with this --listen?): %w", addr, err)
 	}
 	defer func() { _ = resp.Body.Close() }()
 	if resp.StatusCode != http.StatusOK {
-		return st, nil, fmt.Errorf("agent at %s answered %s", addr, resp.Status)
+		return st, nil, apiStatusError(addr, resp)
 	}
 	dec := json.NewDecoder(io.LimitReader(resp.Body, 64<<20))
 	var raw json.RawMessage

@@ -46,7 +46,8 @@ func newBaselineCommand(g *globals) *cobra.Command {
 	rf := &reviewFlags{}
 	cmd := &cobra.Command{Use: "baseline", Short: "Show, export, import, diff, approve and reset learned egress baselines"}
 	cmd.PersistentFlags().StringVar(&rf.dataDir, "data-dir", defaultDataDir, "embedded store directory")
-	cmd.PersistentFlags().StringVar(&rf.listen, "listen", agent.DefaultConfig().Listen, "the running agent's --listen address, used while it holds the store")
+	cmd.PersistentFlags().StringVar(&rf.api.listen, "listen", agent.DefaultConfig().Listen, "the running agent's --listen address, used while it holds the store")
+	apiTokenFlag(cmd.PersistentFlags(), &rf.api.tokenFile)
 	cmd.PersistentFlags().StringVar(&rf.by, "by", "", "who makes the change, for the audit trail (default $SUDO_USER, else $USER)")
 	dataDir := &rf.dataDir
 
@@ -59,7 +60,7 @@ func newBaselineCommand(g *globals) *cobra.Command {
 			if output != "table" && output != "json" {
 				return fmt.Errorf("%w: --output %q: want table or json", errUsage, output)
 			}
-			ps, err := storedProfiles(cmd.Context(), *dataDir, rf.listen, only)
+			ps, err := storedProfiles(cmd.Context(), *dataDir, rf.api, only)
 			if err != nil {
 				return err
 			}
@@ -83,7 +84,7 @@ func newBaselineCommand(g *globals) *cobra.Command {
 		Short: "Write baselines as YAML (to --file or standard output)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ps, err := storedProfiles(cmd.Context(), *dataDir, rf.listen, only)
+			ps, err := storedProfiles(cmd.Context(), *dataDir, rf.api, only)
 			if err != nil {
 				return err
 			}
@@ -150,12 +151,12 @@ func newBaselineCommand(g *globals) *cobra.Command {
 
 // storedProfiles reads the baselines from the store or, while an agent
 // holds it, from that agent.
-func storedProfiles(ctx context.Context, dataDir, listen, only string) (_ []*baseline.Profile, err error) {
+func storedProfiles(ctx context.Context, dataDir string, api apiTarget, only string) (_ []*baseline.Profile, err error) {
 	var ps []*baseline.Profile
 	st, err := openStore(dataDir, true)
 	switch {
 	case errors.Is(err, storage.ErrLocked):
-		if ps, err = agentProfiles(ctx, listen); err != nil {
+		if ps, err = agentProfiles(ctx, api); err != nil {
 			return nil, err
 		}
 	case err != nil:
@@ -188,9 +189,9 @@ func writeFileAtomic(path string, data []byte) error {
 
 func newAlertsCommand(g *globals) *cobra.Command {
 	var (
-		dataDir, output, kind, wl, listen string
-		since                             time.Duration
-		limit                             int
+		dataDir, output, kind, wl, listen, tokenFile string
+		since                                        time.Duration
+		limit                                        int
 	)
 	cmd := &cobra.Command{
 		Use:   "alerts",
@@ -209,7 +210,7 @@ local API (--listen) instead.`,
 			if since > 0 {
 				q.Since = time.Now().Add(-since)
 			}
-			docs, err := storedAnomalies(cmd.Context(), dataDir, listen, q)
+			docs, err := storedAnomalies(cmd.Context(), dataDir, apiTarget{listen, tokenFile}, q)
 			if err != nil {
 				return err
 			}
@@ -242,15 +243,16 @@ local API (--listen) instead.`,
 	f.DurationVar(&since, "since", 0, "only anomalies newer than this (0: all)")
 	f.IntVar(&limit, "limit", 0, "at most this many, the newest (0: all)")
 	f.StringVar(&listen, "listen", agent.DefaultConfig().Listen, "the running agent's --listen address, asked when it holds the store")
+	apiTokenFlag(f, &tokenFile)
 	return cmd
 }
 
 // storedAnomalies reads anomalies from the store, or from the agent that
 // holds it.
-func storedAnomalies(ctx context.Context, dataDir, listen string, q storage.AnomalyQuery) (_ []storage.AnomalyDoc, err error) {
+func storedAnomalies(ctx context.Context, dataDir string, api apiTarget, q storage.AnomalyQuery) (_ []storage.AnomalyDoc, err error) {
 	st, err := openStore(dataDir, true)
 	if errors.Is(err, storage.ErrLocked) {
-		return agentAnomalies(ctx, listen, q)
+		return agentAnomalies(ctx, api, q)
 	}
 	if err != nil {
 		return nil, err
@@ -259,7 +261,8 @@ func storedAnomalies(ctx context.Context, dataDir, listen string, q storage.Anom
 	return st.Anomalies(q)
 }
 
-func agentAnomalies(ctx context.Context, listen string, q storage.AnomalyQuery) ([]storage.AnomalyDoc, error) {
+func agentAnomalies(ctx context.Context, api apiTarget, q storage.AnomalyQuery) ([]storage.AnomalyDoc, error) {
+	listen := api.listen
 	v := url.Values{}
 	if q.Kind != "" {
 		v.Set("kind", q.Kind)
@@ -275,17 +278,16 @@ func agentAnomalies(ctx context.Context, listen string, q storage.AnomalyQuery) 
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+listen+agent.AlertsPath+"?"+v.Encode(), nil)
-	if err != nil {
+	resp, err := apiGet(ctx, listen, api.tokenFile, agent.AlertsPath+"?"+v.Encode())
+	if errors.Is(err, errUsage) {
 		return nil, err
 	}
-	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("the store is held by a running agent, which did not answer at %s: %w", listen, err)
 	}
 	defer func() { _ = resp.Body.Close() }()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("agent at %s answered %s", listen, resp.Status)
+		return nil, apiStatusError(listen, resp)
 	}
 	var docs []storage.AnomalyDoc
 	sc := bufio.NewScanner(resp.Body)
