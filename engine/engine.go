@@ -33,6 +33,7 @@ type Config struct {
 	// MaxIdleWindows bounds how many empty volume windows a gap in the
 	// traffic adds to the baselines (a capture file may jump by months).
 	MaxIdleWindows int
+	Patterns       PatternConfig // beaconing, port scans, raw-IP egress
 }
 
 // DefaultConfig returns the defaults documented in docs/configuration.md.
@@ -42,6 +43,7 @@ func DefaultConfig() Config {
 		Flow:           flow.DefaultConfig(),
 		Baseline:       baseline.DefaultConfig(),
 		MaxIdleWindows: 1440,
+		Patterns:       DefaultPatternConfig(),
 	}
 }
 
@@ -57,6 +59,9 @@ func (c Config) Validate() error {
 		return errors.New("max idle windows must not be negative")
 	}
 	if err := c.Flow.Validate(); err != nil {
+		return err
+	}
+	if err := c.Patterns.Validate(); err != nil {
 		return err
 	}
 	return c.Baseline.Validate()
@@ -86,6 +91,7 @@ type Engine struct {
 	profiles *baseline.Set
 	newDest  *detect.NewDestination
 	spike    *detect.VolumeSpike
+	patterns patterns
 
 	started      bool
 	startTime    time.Time
@@ -119,6 +125,7 @@ func New(cfg Config, log *slog.Logger, reg *workload.Registry, r Resolver, sink 
 		profiles: baseline.NewSet(cfg.Baseline),
 		newDest:  detect.NewNewDestination(detect.DefaultNewDestinationConfig()),
 		spike:    detect.NewVolumeSpike(detect.DefaultVolumeSpikeConfig()),
+		patterns: newPatterns(cfg.Patterns),
 		windows:  make(map[string]*windowAcc),
 	}
 	for _, p := range loaded {

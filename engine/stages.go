@@ -67,8 +67,8 @@ func (e *Engine) profile(now time.Time, key string) *baseline.Profile {
 	return e.profiles.Ensure(start, key)
 }
 
-// connections hands every connection the table settled to the baselines and
-// the new-destination detector.
+// connections hands every connection the table settled to the baselines,
+// the new-destination detector and the pattern detectors (patterns.go).
 func (e *Engine) connections() {
 	conns := e.table.TakeConnections()
 	if len(conns) == 0 {
@@ -84,13 +84,7 @@ func (e *Engine) connections() {
 		p := e.profile(c.Opened, ent.Identity.Key())
 		e.advanceProfiles(now)
 		d := e.destination(c.Name, c.Remote.Addr(), c.Remote.Port(), c.Proto)
-		// A connection opened while the profile was learning is learned,
-		// even when it is reported (named) just after learning ended.
-		if p.State == baseline.StateLearning || c.Opened.Before(p.MonitoringSince) {
-			p.ObserveConnection(now, d, true)
-			continue
-		}
-		conn := detect.Connection{
+		conn := withOutcome(detect.Connection{
 			Time:        now,
 			Node:        e.cfg.Node,
 			Workload:    ent.Identity,
@@ -102,9 +96,21 @@ func (e *Engine) connections() {
 			BytesOut:    c.BytesOut,
 			PacketsOut:  c.PacketsOut,
 			Dropping:    e.dropping,
+		}, c)
+		probe, scans := e.scanCheck(now, p, conn)
+		found = append(found, scans...)
+		// A connection opened while the profile was learning is learned,
+		// even when it is reported (named) just after learning ended;
+		// a scan's probes are not.
+		if p.State == baseline.StateLearning || c.Opened.Before(p.MonitoringSince) {
+			p.ObserveConnection(now, d, !probe)
+			continue
 		}
-		if a, ok := e.newDest.Check(now, p, conn); ok {
-			found = append(found, a)
+		if !probe {
+			if a, ok := e.newDest.Check(now, p, conn); ok {
+				found = append(found, e.refineRawIP(a, conn))
+			}
+			found = append(found, e.beaconCheck(now, p, conn)...)
 		}
 		p.ObserveConnection(now, d, false)
 	}
