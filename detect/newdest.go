@@ -28,6 +28,7 @@ type Connection struct {
 	BytesIn     uint64 // what came back by the time the connection was reported
 	PacketsIn   uint64
 	Outcome     Outcome // whether the remote end answered, as far as the report knows
+	ICMPType    uint8   // ICMP and ICMPv6: the type of the first packet
 	Dropping    bool    // the capture dropped packets meanwhile: the evidence may be partial
 }
 

@@ -139,6 +139,9 @@ func (r *RawIP) raw(c Connection) bool {
 	if c.NameSource != "ip" && c.NameSource != "" {
 		return false
 	}
+	if (c.Destination.Protocol == "icmp" || c.Destination.Protocol == "ipv6-icmp") && !c.echoRequest() {
+		return false // an error or reply the workload sends back is not egress of its own
+	}
 	if c.Destination.Port != 0 && slices.Contains(r.cfg.ResolverPorts, c.Destination.Port) {
 		return false
 	}

@@ -69,7 +69,10 @@ func TestRawIPRefine(t *testing.T) {
 		{"private", conn(at, baseline.Destination{Name: "10.10.10.31", Port: 9001, Protocol: "tcp"}, "10.10.10.31", "ip"), KindNewDestination, SeverityHigh},
 		{"public resolver", conn(at, baseline.Destination{Name: "8.8.8.8", Port: 53, Protocol: "udp"}, "8.8.8.8", "ip"), KindNewDestination, SeverityMedium},
 		{"ping", conn(at, baseline.Destination{Name: "198.51.100.69", Protocol: "icmp"}, "198.51.100.69", "ip"), KindRawIPEgress, SeverityMedium},
+		{"ICMP error sent back", conn(at, baseline.Destination{Name: "198.51.100.70", Protocol: "icmp"}, "198.51.100.70", "ip"), KindNewDestination, SeverityMedium},
 	}
+	tests[len(tests)-2].c.ICMPType = 8 // echo request
+	tests[len(tests)-1].c.ICMPType = 3 // destination unreachable
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			a, ok := nd.Check(at, p, tt.c)

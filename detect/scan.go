@@ -26,6 +26,12 @@ const (
 	OutcomeAbandoned                 // a SYN-ACK came back, the workload never completed the handshake (a SYN scan's open port)
 )
 
+// echoRequest: an ICMP echo (a ping), not an error or a reply the workload
+// sends back to someone.
+func (c Connection) echoRequest() bool {
+	return c.Destination.Protocol == "icmp" && c.ICMPType == 8 || c.Destination.Protocol == "ipv6-icmp" && c.ICMPType == 128
+}
+
 // Failed reports whether the probe got nowhere.
 func (o Outcome) Failed() bool {
 	return o == OutcomeRefused || o == OutcomeUnanswered || o == OutcomeAbandoned
@@ -181,7 +187,7 @@ func (s *PortScan) Untracked() uint64 { return s.untracked }
 // profile's state does not matter) and says whether it completes or
 // belongs to a scan.
 func (s *PortScan) Check(now time.Time, key string, c Connection) ScanResult {
-	icmp := c.Destination.Protocol == "icmp" || c.Destination.Protocol == "ipv6-icmp"
+	icmp := c.echoRequest()
 	if !icmp && c.Destination.Protocol != "tcp" || !c.IP.IsValid() {
 		return ScanResult{}
 	}

@@ -14,6 +14,9 @@ func probe(at time.Time, ip string, port uint16, proto string, o Outcome) Connec
 	d := baseline.Destination{Name: ip, Port: port, Protocol: proto}
 	c := conn(at, d, ip, "ip")
 	c.Opened, c.Outcome = at, o
+	if proto == "icmp" {
+		c.ICMPType = 8 // echo request
+	}
 	return c
 }
 
@@ -53,6 +56,8 @@ func TestPortScan(t *testing.T) {
 			}
 			return step{fmt.Sprintf("198.18.1.%d", 1+i), 0, "icmp", o}
 		}), "ping_sweep", 15, "", 16, []int{15, 19}},
+		{"ICMP errors to many hosts", many(30, func(i int) step { return step{fmt.Sprintf("198.18.1.%d", 1+i), 0, "icmp-error", OutcomeUnanswered} }),
+			"", 0, "", 0, nil},
 		{"browser: many hosts, all answered", many(60, func(i int) step { return step{fmt.Sprintf("198.18.2.%d", 1+i), 443, "tcp", OutcomeAnswered} }),
 			"", 0, "", 0, nil},
 		{"brute force: one port, answered", many(67, func(int) step { return step{"198.51.100.37", 902, "tcp", OutcomeAnswered} }),
@@ -77,7 +82,11 @@ func TestPortScan(t *testing.T) {
 			at := t0
 			for i, st := range tt.steps {
 				at = at.Add(100 * time.Millisecond)
-				r := s.Check(at, frontendKey, probe(at, st.ip, st.port, st.proto, st.o))
+				c := probe(at, st.ip, st.port, st.proto, st.o)
+				if st.proto == "icmp-error" {
+					c.Destination.Protocol, c.ICMPType = "icmp", 3 // port unreachable, sent back
+				}
+				r := s.Check(at, frontendKey, c)
 				if r.Alert {
 					alerts = append(alerts, r)
 					alertAt = i

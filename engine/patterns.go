@@ -93,6 +93,7 @@ func (e *Engine) PatternStats() PatternStats {
 // table's report: when it opened and whether the other end answered.
 func withOutcome(conn detect.Connection, c flow.Connection) detect.Connection {
 	conn.Opened = c.Opened
+	conn.ICMPType = c.ICMPType
 	conn.BytesIn, conn.PacketsIn = c.BytesIn, c.PacketsIn
 	switch {
 	case c.Proto == 6:

@@ -74,7 +74,8 @@ type Flow struct {
 	Name        string     // destination name, "" when known only by IP
 	NameSource  NameSource // where Name came from
 	TCP         TCPState
-	Outbound    bool // the workload opened the connection: Remote is one of its destinations
+	Outbound    bool  // the workload opened the connection: Remote is one of its destinations
+	ICMPType    uint8 // ICMP and ICMPv6: the type of the flow's first packet
 
 	settled  bool // the connection has been reported (named, or given up waiting)
 	finOut   bool
@@ -106,6 +107,7 @@ type Connection struct {
 	BytesIn    uint64 // answered or not: what came back by the time it was reported
 	PacketsIn  uint64
 	State      TCPState
+	ICMPType   uint8 // ICMP and ICMPv6: the type of the first packet (8 and 128: echo request)
 }
 
 // Stats are the table's running counters.
@@ -269,6 +271,7 @@ func (t *Table) create(k Key, p *capture.Packet, fromWorkload bool, now int64) i
 	gen := f.gen + 1
 	*f = Flow{Key: k, First: now, Last: now, live: true, gen: gen}
 	f.Outbound = openedByWorkload(p, fromWorkload)
+	f.ICMPType = p.ICMPType
 	if v := t.dns[k.Workload]; v != nil {
 		if name, ok := v.lookup(k.Remote(), now); ok {
 			f.Name, f.NameSource = name, NameDNS
@@ -448,6 +451,7 @@ func (t *Table) report(f *Flow, now int64) {
 		BytesIn:    f.BytesIn,
 		PacketsIn:  f.PacketsIn,
 		State:      f.TCP,
+		ICMPType:   f.ICMPType,
 	})
 }
 
