@@ -95,6 +95,7 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Agent, error)
 	}
 	a.feed = feed
 	reg.MustRegister(newCollector(&a.snap, a.feed.Counters))
+	reg.MustRegister(newPatternCollector(&a.snap))
 	if ic, ok := cfg.InfluxSinkConfig(); ok {
 		s, err := influx.New(ic, log.With("component", "influx"))
 		if err != nil {
@@ -356,7 +357,7 @@ func (l *loop) publish(now time.Time, counters []interfaceCounters) {
 		flowsActive: s.Flow.Active, flowsCreated: s.Flow.Created, flowsEvicted: s.Flow.Evicted,
 		packets: s.Packets, unattributed: s.Unattributed, heldDropped: l.ifaces.heldDropped,
 		anomalies: map[string]uint64{}, workloadsByState: map[string]int{},
-		sinkErrors: s.SinkErrors, intervals: s.Intervals,
+		sinkErrors: s.SinkErrors, intervals: s.Intervals, patterns: l.eng.PatternStats(),
 	}
 	for k, n := range s.Anomalies {
 		snap.anomalies[string(k)] = n

@@ -4,6 +4,8 @@ import (
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/egresswatch/egresswatch/engine"
 )
 
 // engineSnapshot is what the engine goroutine publishes for scrapes, so that
@@ -19,6 +21,7 @@ type engineSnapshot struct {
 	workloadsByState map[string]int
 	sinkErrors       uint64
 	intervals        uint64
+	patterns         engine.PatternStats
 }
 
 // interfaceCounters is one interface's capture counters at scrape time.
