@@ -111,7 +111,10 @@ type Beaconing struct {
 	clock   []pairKey // CLOCK ring over the tracked pairs
 	hand    int
 	evicted uint64
-	scratch []float64
+	// Buffers reused by every score, so that scoring allocates only for
+	// the deviations.
+	times       []int64
+	gaps, sizes []float64
 }
 
 type pairKey struct {
@@ -299,18 +302,18 @@ func (b *Beaconing) beacon(s BeaconScore) bool {
 }
 
 func (b *Beaconing) score(pr *beaconPair) (BeaconScore, bool) {
-	times := slices.Clone(pr.times)
+	times := append(b.times[:0], pr.times...)
 	slices.Sort(times)
-	gaps := b.scratch[:0]
+	gaps := b.gaps[:0]
 	for i := 1; i < len(times); i++ {
 		gaps = append(gaps, float64(times[i]-times[i-1]))
 	}
-	sizes := make([]float64, len(pr.sizes))
-	for i, s := range pr.sizes {
-		sizes[i] = float64(s)
+	sizes := b.sizes[:0]
+	for _, v := range pr.sizes {
+		sizes = append(sizes, float64(v))
 	}
+	b.times, b.gaps, b.sizes = times, gaps, sizes
 	s, ok := ScoreBeacon(gaps, sizes, b.cfg.FullCount)
-	b.scratch = gaps
 	if !ok || s.Interval < b.cfg.MinInterval {
 		return s, false
 	}

@@ -1,55 +1,20 @@
 package engine
 
 import (
-	"context"
-	"io"
-	"log/slog"
 	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/egresswatch/egresswatch/baseline"
-	"github.com/egresswatch/egresswatch/capture"
 	"github.com/egresswatch/egresswatch/detect"
-	"github.com/egresswatch/egresswatch/internal/testutil"
-	"github.com/egresswatch/egresswatch/workload"
 )
 
-// replayWith replays a capture with workload CIDR client, after tune has
-// adjusted the configuration replayFile uses (monitoring from the first
-// packet on an empty baseline).
+// replayWith replays a capture with the workload CIDR named client; see
+// replayTuned.
 func replayWith(t *testing.T, name, cidr string, tune func(*Config)) (*collect, *Engine, ReadStats) {
 	t.Helper()
-	src, err := capture.OpenFile(testutil.Pcap(t, name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	p, id, err := workload.ParseMapping(cidr + "=client")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := DefaultConfig()
-	cfg.Node = "test"
-	cfg.LearnFromStart = true
-	cfg.Baseline.HardBoundary = true
-	cfg.Baseline.LearningPeriod = 0
-	cfg.Baseline.StabilityWindow = 0
-	if tune != nil {
-		tune(&cfg)
-	}
-	reg := workload.NewRegistry()
-	out := &collect{}
-	e, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), reg,
-		workload.NewStatic(reg, map[netip.Prefix]workload.Identity{p: id}), out, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := Replay(context.Background(), src, capture.NewDecoder(), e, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	out, st, e := replayTuned(t, name, map[string]string{cidr: "client"}, tune)
 	return out, e, st
 }
 
