@@ -10,9 +10,10 @@ import (
 	"github.com/egresswatch/egresswatch/baseline"
 )
 
-// Connection is what the engine hands the new-destination detector: one
-// connection a workload opened, with its destination named the way the
-// baseline names destinations.
+// Connection is what the engine hands the connection detectors (new
+// destination, beaconing, port scan, raw IP): one connection a workload
+// opened, with its destination named the way the baseline names
+// destinations.
 type Connection struct {
 	Time        time.Time // when the connection was reported (named, or given up waiting)
 	Opened      time.Time // its first packet; zero: Time
