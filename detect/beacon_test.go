@@ -113,6 +113,7 @@ func TestBeaconingRandomTrafficRate(t *testing.T) {
 			hits++
 		}
 	}
+	t.Logf("%d of %d random streams scored as beacons", hits, streams)
 	if hits > streams/50 {
 		t.Errorf("%d of %d random streams scored as beacons, want at most 2%%", hits, streams)
 	}
