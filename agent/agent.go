@@ -105,6 +105,7 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Agent, error)
 	a.feed = feed
 	a.guard = newStoreGuard(StoreSink{st}, st.Path(), log)
 	reg.MustRegister(newCollector(&a.snap, a.feed.Counters), newStoreCollector(a.guard))
+	reg.MustRegister(newPatternCollector(&a.snap))
 	if ic, ok := cfg.InfluxSinkConfig(); ok {
 		s, err := influx.New(ic, log.With("component", "influx"))
 		if err != nil {
@@ -391,6 +392,7 @@ func (l *loop) publish(now time.Time, counters []interfaceCounters) {
 		packets: s.Packets, unattributed: s.Unattributed, heldDropped: l.ifaces.heldDropped,
 		anomalies: map[string]uint64{}, workloadsByState: map[string]int{},
 		sinkErrors: s.SinkErrors + l.a.guard.errors.Load(), intervals: s.Intervals, clockJumps: l.eng.ClockJumps(),
+		patterns: l.eng.PatternStats(),
 	}
 	for k, n := range s.Anomalies {
 		snap.anomalies[string(k)] = n

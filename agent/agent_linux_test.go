@@ -131,7 +131,9 @@ func TestAgentOnAVeth(t *testing.T) {
 		}
 		return false
 	})
-	if found.Kind != detect.KindNewDestination || found.Destination.IP != fresh.Addr().String() || found.Node != "test-node" {
+	// A bare address on an odd port that nothing named, in a range that is
+	// not internal: raw-IP egress, in place of a new destination.
+	if found.Kind != detect.KindRawIPEgress || found.Destination.IP != fresh.Addr().String() || found.Node != "test-node" {
 		t.Errorf("anomaly = %+v", found)
 	}
 	select {
@@ -154,10 +156,10 @@ func TestAgentOnAVeth(t *testing.T) {
 	var metrics string
 	waitFor(t, 5*time.Second, "the anomaly in the metrics", func() bool {
 		_, metrics = get(t, base+"/metrics")
-		return strings.Contains(metrics, `egresswatch_anomalies_total{kind="new_destination"} 1`)
+		return strings.Contains(metrics, `egresswatch_anomalies_total{kind="raw_ip_egress"} 1`)
 	})
 	want := `egresswatch_capture_packets_total{interface="` + veth.HostName + `"}`
-	if !strings.Contains(metrics, want) || !strings.Contains(metrics, `egresswatch_anomalies_total{kind="new_destination"} 1`) {
+	if !strings.Contains(metrics, want) || !strings.Contains(metrics, `egresswatch_anomalies_total{kind="raw_ip_egress"} 1`) {
 		t.Errorf("metrics lack %s or the anomaly count:\n%s", want, grep(metrics, "egresswatch_"))
 	}
 	problems, err := promlint.New(strings.NewReader(metrics)).Lint()

@@ -41,6 +41,7 @@ type Config struct {
 	Alerts     AlertsConfig     `json:"alerts"`
 	Influx     InfluxConfig     `json:"influx"`
 	Rules      RulesConfig      `json:"rules"` // parsed by parseRules, for line-accurate errors
+	Detectors  DetectorsConfig  `json:"detectors"`
 }
 
 // ContainerdConfig says where to ask which container owns a veth.
@@ -139,8 +140,9 @@ func DefaultConfig() Config {
 			FoldIPv4Bits: e.Baseline.FoldIPv4Bits,
 			FoldIPv6Bits: e.Baseline.FoldIPv6Bits,
 		},
-		Flows:   FlowsConfig{MaxFlows: e.Flow.MaxFlows, Interval: Duration(e.Interval)},
-		Storage: StorageConfig{Retention: Duration(14 * 24 * time.Hour)},
+		Flows:     FlowsConfig{MaxFlows: e.Flow.MaxFlows, Interval: Duration(e.Interval)},
+		Storage:   StorageConfig{Retention: Duration(14 * 24 * time.Hour)},
+		Detectors: defaultDetectorsConfig(),
 	}
 }
 
@@ -193,6 +195,7 @@ func (c Config) EngineConfig() engine.Config {
 	// The agent Advances every 100 ms, so a larger step than this is the
 	// wall clock jumping (or the host sleeping), not time observed.
 	e.MaxClockStep = max(2*b.Window, time.Minute)
+	e.Patterns = c.Detectors.patternConfig()
 	return e
 }
 

@@ -35,7 +35,7 @@ type server struct {
 	alerts func(storage.AnomalyQuery) ([]storage.AnomalyDoc, error)
 	audit  func(limit int) ([]storage.AuditEvent, error)
 	review chan<- reviewOp // to the engine goroutine (review.go)
-	token  string // bearer token /api/v1/* requires; "" on loopback without one
+	token  string          // bearer token /api/v1/* requires; "" on loopback without one
 	// degraded says why the agent runs but cannot store, or ""; nil: never.
 	degraded func() string
 }

@@ -4,6 +4,8 @@ import (
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/egresswatch/egresswatch/engine"
 )
 
 // engineSnapshot is what the engine goroutine publishes for scrapes, so that
@@ -20,6 +22,7 @@ type engineSnapshot struct {
 	sinkErrors       uint64
 	intervals        uint64
 	clockJumps       uint64
+	patterns         engine.PatternStats
 }
 
 // interfaceCounters is one interface's capture counters at scrape time.

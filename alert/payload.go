@@ -146,6 +146,12 @@ func kindText(k detect.Kind) string {
 		return "new egress destination"
 	case detect.KindVolumeSpike:
 		return "egress volume spike"
+	case detect.KindBeaconing:
+		return "beaconing"
+	case detect.KindPortScan:
+		return "port scan"
+	case detect.KindRawIPEgress:
+		return "egress to a bare public IP"
 	}
 	return "egress anomaly " + clean(string(k), 40)
 }

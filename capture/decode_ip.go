@@ -239,12 +239,14 @@ func decodeL4(b []byte, declared int, p *Packet) Reason {
 		if r := need(icmpv4Header, declared, len(b), ReasonBadL4Header); r != ReasonOK {
 			return r
 		}
+		p.ICMPType = b[0]
 		p.Payload = b[icmpv4Header:]
 		p.PayloadLen = declared - icmpv4Header
 	case protoICMPv6:
 		if r := need(icmpv6Header, declared, len(b), ReasonBadL4Header); r != ReasonOK {
 			return r
 		}
+		p.ICMPType = b[0]
 		p.Payload = b[icmpv6Header:]
 		p.PayloadLen = declared - icmpv6Header
 	default:

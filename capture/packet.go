@@ -62,6 +62,7 @@ type Packet struct {
 	IPLength int // bytes of the IP datagram as sent on the wire (header included)
 	WireLen  int // bytes of the whole frame on the wire
 	Fragment bool
+	ICMPType uint8  // for ICMP and ICMPv6: the message type (8 and 128: echo request)
 	Payload  []byte // transport payload present in the captured bytes
 	// PayloadLen is the transport payload's length on the wire, which
 	// Payload may fall short of (snap length, or a live capture that keeps

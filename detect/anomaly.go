@@ -32,6 +32,9 @@ const (
 	KindNewDestination Kind = "new_destination" // a monitored workload connected somewhere its baseline does not hold
 	KindVolumeSpike    Kind = "volume_spike"    // a window's outbound bytes exceeded the baseline's threshold
 	KindRuleDeny       Kind = "rule_deny"       // a connection matched a deny rule (alerts while learning too)
+	KindBeaconing      Kind = "beaconing"       // connections to one new destination at regular intervals
+	KindPortScan       Kind = "port_scan"       // many hosts or ports probed in a window, mostly in vain
+	KindRawIPEgress    Kind = "raw_ip_egress"   // a new public address that no DNS answer, SNI or Host named
 )
 
 // Severity grades an anomaly for routing and filtering.
@@ -135,6 +138,12 @@ const (
 	LabelScope           = "scope"            // volume spikes: "workload" or "destination"
 	LabelExpectation     = "expectation"      // volume spikes: "provisional" while the statistic has few samples
 	LabelRule            = "rule"             // rule_deny: the name of the deny rule that matched
+	LabelInterval        = "interval"         // beaconing: the median time between connections, e.g. "10s"
+	LabelJitter          = "jitter"           // beaconing: median absolute deviation of the intervals over their median, e.g. "0.12"
+	LabelScore           = "score"            // beaconing and port_scan: the detector's score, 0 to 1, two decimals
+	LabelScanType        = "scan_type"        // port scans: "vertical" (ports of one host) or "horizontal" (hosts)
+	LabelFailed          = "failed"           // port scans: probes refused or unanswered
+	LabelTruncated       = "truncated"        // port scans: "true" when the per-window sets were full, so counts are lower bounds
 )
 
 // anomalyID hashes what identifies an anomaly. Every field is length

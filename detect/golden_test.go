@@ -48,20 +48,7 @@ func TestGoldenAnomalies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got = append(got, '\n')
-	path := filepath.Join("testdata", "anomalies.golden.json")
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("anomaly JSON differs from %s (go test -update rewrites it):\n%s", path, got)
-	}
+	want := checkGolden(t, "anomalies.golden.json", got)
 	// The record decodes back to itself.
 	var back []Anomaly
 	if err := json.Unmarshal(want, &back); err != nil {
@@ -139,7 +126,7 @@ func TestSchemaMatchesRecord(t *testing.T) {
 		}
 		return out
 	}
-	if got := enum("kind"); !slices.Equal(got, []string{string(KindNewDestination), string(KindVolumeSpike), string(KindRuleDeny)}) {
+	if got := enum("kind"); !slices.Equal(got, []string{string(KindNewDestination), string(KindVolumeSpike), string(KindBeaconing), string(KindPortScan), string(KindRawIPEgress), string(KindRuleDeny)}) {
 		t.Errorf("schema kinds %v", got)
 	}
 	if got := enum("severity"); !slices.Equal(got, []string{"info", "low", "medium", "high", "critical"}) {
@@ -148,4 +135,25 @@ func TestSchemaMatchesRecord(t *testing.T) {
 	if props(schema)["schema"].(map[string]any)["const"] != SchemaVersion {
 		t.Error("schema const differs from SchemaVersion")
 	}
+}
+
+// checkGolden compares got, plus a final newline, with testdata/name, or
+// rewrites the file with -update, and returns the file's bytes.
+func checkGolden(t *testing.T, name string, got []byte) []byte {
+	t.Helper()
+	got = append(got, '\n')
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("anomaly JSON differs from %s (go test -update rewrites it):\n%s", path, got)
+	}
+	return want
 }

@@ -10,11 +10,13 @@ import (
 	"github.com/egresswatch/egresswatch/baseline"
 )
 
-// Connection is what the engine hands the new-destination detector: one
-// connection a workload opened, with its destination named the way the
-// baseline names destinations.
+// Connection is what the engine hands the connection detectors (new
+// destination, beaconing, port scan, raw IP): one connection a workload
+// opened, with its destination named the way the baseline names
+// destinations.
 type Connection struct {
-	Time        time.Time // when the connection was opened
+	Time        time.Time // when the connection was reported (named, or given up waiting)
+	Opened      time.Time // its first packet; zero: Time
 	Node        string
 	Workload    Workload
 	WorkloadKey string // the profile's key
@@ -24,7 +26,11 @@ type Connection struct {
 	NameSource  string     // "sni", "http_host", "dns" or "ip"
 	BytesOut    uint64
 	PacketsOut  uint64
-	Dropping    bool // the capture dropped packets meanwhile: the evidence may be partial
+	BytesIn     uint64 // what came back by the time the connection was reported
+	PacketsIn   uint64
+	Outcome     Outcome // whether the remote end answered, as far as the report knows
+	ICMPType    uint8   // ICMP and ICMPv6: the type of the first packet
+	Dropping    bool    // the capture dropped packets meanwhile: the evidence may be partial
 }
 
 // NewDestinationConfig tunes the new-destination detector.

@@ -43,6 +43,7 @@ type Config struct {
 	// than time passing (clock.go). Live callers that Advance on a ticker
 	// set it; replays leave it 0, as gaps in a file are real.
 	MaxClockStep time.Duration
+	Patterns     PatternConfig // beaconing, port scans, raw-IP egress
 }
 
 // DefaultConfig returns the defaults documented in docs/configuration.md.
@@ -52,6 +53,7 @@ func DefaultConfig() Config {
 		Flow:           flow.DefaultConfig(),
 		Baseline:       baseline.DefaultConfig(),
 		MaxIdleWindows: 1440,
+		Patterns:       DefaultPatternConfig(),
 	}
 }
 
@@ -70,6 +72,9 @@ func (c Config) Validate() error {
 		return err
 	}
 	if err := c.Flow.Validate(); err != nil {
+		return err
+	}
+	if err := c.Patterns.Validate(); err != nil {
 		return err
 	}
 	return c.Baseline.Validate()
@@ -104,6 +109,7 @@ type Engine struct {
 	dests    *destTracker
 	rollouts *rolloutTracker
 	shared   sharing
+	patterns patterns
 
 	started      bool
 	startTime    time.Time
@@ -142,6 +148,7 @@ func New(cfg Config, log *slog.Logger, reg *workload.Registry, r Resolver, sink 
 		severity: detect.DefaultSeverityConfig(),
 		dests:    newDestTracker(),
 		rollouts: newRolloutTracker(cfg.RolloutWindow),
+		patterns: newPatterns(cfg.Patterns),
 		windows:  make(map[string]*windowAcc),
 		rules:    newRuleStage(cfg.Rules),
 	}

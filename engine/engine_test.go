@@ -32,12 +32,12 @@ func (c *collect) SaveProfiles(p []*baseline.Profile) error { c.profiles = p; re
 
 func replayFile(t *testing.T, name string, mappings map[string]string) (*collect, ReadStats, *Engine) {
 	t.Helper()
-	return replayWith(t, name, mappings, nil)
+	return replayTuned(t, name, mappings, nil)
 }
 
-// replayWith replays a capture with the test configuration, changed by
-// tune when it is not nil.
-func replayWith(t *testing.T, name string, mappings map[string]string, tune func(*Config)) (*collect, ReadStats, *Engine) {
+// replayTuned is replayFile after tune, when not nil, has adjusted the
+// configuration: monitoring from the first packet on an empty baseline.
+func replayTuned(t *testing.T, name string, mappings map[string]string, tune func(*Config)) (*collect, ReadStats, *Engine) {
 	t.Helper()
 	src, err := capture.OpenFile(testutil.Pcap(t, name))
 	if err != nil {

@@ -36,7 +36,7 @@ func itoaPort(p uint16) string { return strconv.Itoa(int(p)) }
 func TestDenyRuleAlertsDuringLearning(t *testing.T) {
 	rules := parseRules(t, "rules:\n  deny:\n    - name: reverse-shell\n      cidrs: [10.10.10.0/24]\n      ports: [9001]\n")
 	for _, learnFor := range []time.Duration{time.Hour, 0} {
-		out, _, e := replayWith(t, log4shell, map[string]string{"172.16.238.10/32": "webapp"}, func(c *Config) {
+		out, _, e := replayTuned(t, log4shell, map[string]string{"172.16.238.10/32": "webapp"}, func(c *Config) {
 			c.Baseline.LearningPeriod = learnFor
 			c.Rules = rules
 		})
@@ -83,7 +83,7 @@ func TestDenyRuleAlertsDuringLearning(t *testing.T) {
 
 func TestAllowRuleSilencesNewDestination(t *testing.T) {
 	mappings := map[string]string{"172.16.238.10/32": "webapp"}
-	before, _, _ := replayWith(t, log4shell, mappings, nil)
+	before, _, _ := replayTuned(t, log4shell, mappings, nil)
 	if got := kinds(before.anomalies)["new_destination"]; len(got) != 3 {
 		t.Fatalf("without rules: %v, want 3 new destinations", got)
 	}
@@ -96,7 +96,7 @@ func TestAllowRuleSilencesNewDestination(t *testing.T) {
       cidrs: [172.16.238.11/32]
       ports: [80]
 `)
-	out, _, e := replayWith(t, log4shell, mappings, func(c *Config) { c.Rules = rules })
+	out, _, e := replayTuned(t, log4shell, mappings, func(c *Config) { c.Rules = rules })
 	got := kinds(out.anomalies)
 	if nd := got["new_destination"]; len(nd) != 1 || nd[0] != "10.10.10.31:9001" {
 		t.Errorf("new_destination with 172.16.238.11 allowed: %v, want only the shell", nd)
@@ -119,7 +119,7 @@ func TestConfigRejectsBadRules(t *testing.T) {
 }
 
 func TestApproveAndReset(t *testing.T) {
-	_, _, e := replayWith(t, log4shell, map[string]string{"172.16.238.10/32": "webapp"}, nil)
+	_, _, e := replayTuned(t, log4shell, map[string]string{"172.16.238.10/32": "webapp"}, nil)
 	const key = "replay/workload/webapp"
 	shell := baseline.Destination{Name: "10.10.10.31", Port: 9001, Protocol: "tcp"}
 	now := time.Date(2021, 12, 14, 0, 0, 0, 0, time.UTC)

@@ -70,8 +70,8 @@ func (e *Engine) profile(now time.Time, key string) *baseline.Profile {
 	return p
 }
 
-// connections hands every connection the table settled to the baselines and
-// the new-destination detector.
+// connections hands every connection the table settled to the baselines,
+// the new-destination detector and the pattern detectors (patterns.go).
 func (e *Engine) connections() {
 	conns := e.table.TakeConnections()
 	if len(conns) == 0 {
@@ -88,7 +88,7 @@ func (e *Engine) connections() {
 		e.advanceProfiles(now)
 		e.rollouts.observe(now, c.Workload, ent)
 		d := e.destination(c.Name, c.Remote.Addr(), c.Remote.Port(), c.Proto)
-		conn := detect.Connection{
+		conn := withOutcome(detect.Connection{
 			Time:        now,
 			Node:        e.cfg.Node,
 			Workload:    ent.Identity,
@@ -100,21 +100,30 @@ func (e *Engine) connections() {
 			BytesOut:    c.BytesOut,
 			PacketsOut:  c.PacketsOut,
 			Dropping:    e.dropping,
-		}
+		}, c)
 		if e.denied(now, p, conn, &found) {
 			continue // never learned, in learning or monitoring
 		}
+		probe, scans := e.scanCheck(now, p, conn)
+		found = append(found, scans...)
 		// A connection opened while the profile was learning is learned,
-		// even when it is reported (named) just after learning ended.
+		// even when it is reported (named) just after learning ended;
+		// a scan's probes are not.
 		if p.State == baseline.StateLearning || c.Opened.Before(p.MonitoringSince) {
-			p.ObserveConnection(now, d, true)
-			e.dests.note(now, d, c.Workload)
+			p.ObserveConnection(now, d, !probe)
+			if !probe {
+				e.dests.note(now, d, c.Workload)
+			}
 			continue
 		}
-		if a, ok := e.newDest.Check(now, p, conn); ok {
-			e.gradeConnection(&a, conn, c.Workload)
-			e.rollouts.markRollout(now, &a, ent)
-			found = append(found, a)
+		if !probe {
+			if a, ok := e.newDest.Check(now, p, conn); ok {
+				a = e.refineRawIP(a, conn)
+				e.gradeConnection(&a, conn, c.Workload)
+				e.rollouts.markRollout(now, &a, ent)
+				found = append(found, a)
+			}
+			found = append(found, e.beaconCheck(now, p, conn)...)
 		}
 		p.ObserveConnection(now, d, false)
 		e.dests.note(now, d, c.Workload)

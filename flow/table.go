@@ -74,7 +74,8 @@ type Flow struct {
 	Name        string     // destination name, "" when known only by IP
 	NameSource  NameSource // where Name came from
 	TCP         TCPState
-	Outbound    bool // the workload opened the connection: Remote is one of its destinations
+	Outbound    bool  // the workload opened the connection: Remote is one of its destinations
+	ICMPType    uint8 // ICMP and ICMPv6: the type of the flow's first packet
 
 	settled  bool // the connection has been reported (named, or given up waiting)
 	finOut   bool
@@ -103,7 +104,10 @@ type Connection struct {
 	Time       time.Time // when it was reported
 	BytesOut   uint64
 	PacketsOut uint64
+	BytesIn    uint64 // answered or not: what came back by the time it was reported
+	PacketsIn  uint64
 	State      TCPState
+	ICMPType   uint8 // ICMP and ICMPv6: the type of the first packet (8 and 128: echo request)
 }
 
 // Stats are the table's running counters.
@@ -203,8 +207,8 @@ func (t *Table) Update(p *capture.Packet, wl WorkloadID, fromWorkload bool) {
 	if len(p.Payload) > 0 {
 		t.inspect(f, idx, p, fromWorkload)
 	}
-	if !f.settled && fromWorkload && (p.Proto != 6 || p.PayloadLen > len(p.Payload) && len(p.Payload) == 0) {
-		// Without a handshake to wait for (UDP, ICMP), or with a first data
+	if !f.settled && fromWorkload && !isICMP(p.Proto) && (p.Proto != 6 || p.PayloadLen > len(p.Payload) && len(p.Payload) == 0) {
+		// Without a handshake to wait for (UDP), or with a first data
 		// segment whose bytes were not kept (the capture keeps those that
 		// can name a destination), the name will not get any better.
 		t.report(f, now)
@@ -267,6 +271,7 @@ func (t *Table) create(k Key, p *capture.Packet, fromWorkload bool, now int64) i
 	gen := f.gen + 1
 	*f = Flow{Key: k, First: now, Last: now, live: true, gen: gen}
 	f.Outbound = openedByWorkload(p, fromWorkload)
+	f.ICMPType = p.ICMPType
 	if v := t.dns[k.Workload]; v != nil {
 		if name, ok := v.lookup(k.Remote(), now); ok {
 			f.Name, f.NameSource = name, NameDNS
@@ -320,6 +325,11 @@ func openedByWorkload(p *capture.Packet, fromWorkload bool) bool {
 
 func wellKnown(port uint16) bool { return port != 0 && port < 1024 }
 
+// isICMP: ICMP has no name to wait for, but an echo waits SettleAfter for
+// its reply so that the connection says whether the host answered, which
+// tells a ping sweep's misses from its hits.
+func isICMP(proto uint8) bool { return proto == 1 || proto == 58 }
+
 // inspect looks into payloads that can name a destination or carry DNS
 // answers. Only the first payloads of a connection and DNS responses get here
 // past the cheap checks.
@@ -332,6 +342,9 @@ func (t *Table) inspect(f *Flow, idx int32, p *capture.Packet, fromWorkload bool
 		return
 	}
 	now := p.Time.UnixNano()
+	if isICMP(p.Proto) {
+		return // reported after SettleAfter, when whether it was answered is known
+	}
 	if p.Proto != 6 {
 		t.report(f, now)
 		return
@@ -435,7 +448,10 @@ func (t *Table) report(f *Flow, now int64) {
 		Time:       time.Unix(0, now).UTC(),
 		BytesOut:   f.BytesOut,
 		PacketsOut: f.PacketsOut,
+		BytesIn:    f.BytesIn,
+		PacketsIn:  f.PacketsIn,
 		State:      f.TCP,
+		ICMPType:   f.ICMPType,
 	})
 }
 
