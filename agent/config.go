@@ -37,6 +37,7 @@ type Config struct {
 	Storage    StorageConfig    `json:"storage"`
 	Alerts     AlertsConfig     `json:"alerts"`
 	Influx     InfluxConfig     `json:"influx"`
+	Detectors  DetectorsConfig  `json:"detectors"`
 }
 
 // ContainerdConfig says where to ask which container owns a veth.
@@ -135,8 +136,9 @@ func DefaultConfig() Config {
 			FoldIPv4Bits: e.Baseline.FoldIPv4Bits,
 			FoldIPv6Bits: e.Baseline.FoldIPv6Bits,
 		},
-		Flows:   FlowsConfig{MaxFlows: e.Flow.MaxFlows, Interval: Duration(e.Interval)},
-		Storage: StorageConfig{Retention: Duration(14 * 24 * time.Hour)},
+		Flows:     FlowsConfig{MaxFlows: e.Flow.MaxFlows, Interval: Duration(e.Interval)},
+		Storage:   StorageConfig{Retention: Duration(14 * 24 * time.Hour)},
+		Detectors: defaultDetectorsConfig(),
 	}
 }
 
@@ -182,6 +184,7 @@ func (c Config) EngineConfig() engine.Config {
 	b.VolumeFloorBytes = c.Volume.FloorBytes
 	b.FoldIPv4Bits = c.Volume.FoldIPv4Bits
 	b.FoldIPv6Bits = c.Volume.FoldIPv6Bits
+	e.Payload = c.Detectors.payload()
 	return e
 }
 

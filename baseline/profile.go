@@ -71,6 +71,7 @@ type Profile struct {
 
 	Volume       VolumeStats        `json:"volume"` // workload-wide outbound bytes per window
 	Destinations []DestinationStats `json:"destinations,omitempty"`
+	DNS          DNSStats           `json:"dns,omitzero"` // per base domain query rates; absent in older exports
 
 	cfg   *Config             // shared with the Set; nil: DefaultConfig
 	index map[Destination]int // into Destinations, rebuilt when stale

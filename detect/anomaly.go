@@ -31,6 +31,8 @@ type Kind string
 const (
 	KindNewDestination Kind = "new_destination" // a monitored workload connected somewhere its baseline does not hold
 	KindVolumeSpike    Kind = "volume_spike"    // a window's outbound bytes exceeded the baseline's threshold
+	KindDNSTunnel      Kind = "dns_tunnel"      // DNS queries that carry data: long random names, many of them, rare types
+	KindCryptoMining   Kind = "crypto_mining"   // a connection speaking the stratum mining protocol
 )
 
 // Severity grades an anomaly for routing and filtering.

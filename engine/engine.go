@@ -33,6 +33,7 @@ type Config struct {
 	// MaxIdleWindows bounds how many empty volume windows a gap in the
 	// traffic adds to the baselines (a capture file may jump by months).
 	MaxIdleWindows int
+	Payload        PayloadConfig // the DNS tunnelling and mining detectors
 }
 
 // DefaultConfig returns the defaults documented in docs/configuration.md.
@@ -42,6 +43,7 @@ func DefaultConfig() Config {
 		Flow:           flow.DefaultConfig(),
 		Baseline:       baseline.DefaultConfig(),
 		MaxIdleWindows: 1440,
+		Payload:        DefaultPayloadConfig(),
 	}
 }
 
@@ -57,6 +59,9 @@ func (c Config) Validate() error {
 		return errors.New("max idle windows must not be negative")
 	}
 	if err := c.Flow.Validate(); err != nil {
+		return err
+	}
+	if err := c.Payload.Validate(); err != nil {
 		return err
 	}
 	return c.Baseline.Validate()
@@ -86,6 +91,7 @@ type Engine struct {
 	profiles *baseline.Set
 	newDest  *detect.NewDestination
 	spike    *detect.VolumeSpike
+	payload  payloadDetectors
 
 	started      bool
 	startTime    time.Time
@@ -120,6 +126,7 @@ func New(cfg Config, log *slog.Logger, reg *workload.Registry, r Resolver, sink 
 		newDest:  detect.NewNewDestination(detect.DefaultNewDestinationConfig()),
 		spike:    detect.NewVolumeSpike(detect.DefaultVolumeSpikeConfig()),
 		windows:  make(map[string]*windowAcc),
+		payload:  newPayloadDetectors(cfg.Payload),
 	}
 	for _, p := range loaded {
 		e.profiles.Put(p)
@@ -152,6 +159,7 @@ func (e *Engine) Packet(p *capture.Packet) {
 	}
 	e.table.SettleDue(p.Time)
 	e.connections()
+	e.dnsEvents()
 }
 
 func (e *Engine) start(t time.Time) {

@@ -32,6 +32,13 @@ func (c *collect) SaveProfiles(p []*baseline.Profile) error { c.profiles = p; re
 
 func replayFile(t *testing.T, name string, mappings map[string]string) (*collect, ReadStats, *Engine) {
 	t.Helper()
+	return replayFileWith(t, name, mappings, nil)
+}
+
+// replayFileWith is replayFile with the engine's configuration changed by
+// tune first.
+func replayFileWith(t *testing.T, name string, mappings map[string]string, tune func(*Config)) (*collect, ReadStats, *Engine) {
+	t.Helper()
 	src, err := capture.OpenFile(testutil.Pcap(t, name))
 	if err != nil {
 		t.Fatal(err)
@@ -51,6 +58,9 @@ func replayFile(t *testing.T, name string, mappings map[string]string) (*collect
 	cfg.Baseline.HardBoundary = true
 	cfg.Baseline.LearningPeriod = 0
 	cfg.Baseline.StabilityWindow = 0
+	if tune != nil {
+		tune(&cfg)
+	}
 	reg := workload.NewRegistry()
 	out := &collect{}
 	e, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), reg, workload.NewStatic(reg, m), out, nil)

@@ -83,6 +83,9 @@ func (e *Engine) connections() {
 		now := c.Time
 		p := e.profile(c.Opened, ent.Identity.Key())
 		e.advanceProfiles(now)
+		if e.miningConnection(&c, ent, p, &found) {
+			continue // known bad: neither learned nor a new destination
+		}
 		d := e.destination(c.Name, c.Remote.Addr(), c.Remote.Port(), c.Proto)
 		// A connection opened while the profile was learning is learned,
 		// even when it is reported (named) just after learning ended.

@@ -104,6 +104,9 @@ type Connection struct {
 	BytesOut   uint64
 	PacketsOut uint64
 	State      TCPState
+	// Signature, Method and Agent: what the first client payload proved
+	// (SignatureStratum, with the request's method and the miner's agent).
+	Signature, Method, Agent string
 }
 
 // Stats are the table's running counters.
@@ -118,6 +121,10 @@ type Stats struct {
 	DNSRefused   uint64 // answers not kept because a workload's view was full
 	HelloBuffers uint64 // ClientHellos reassembled across segments
 	HelloGiveUps uint64 // ClientHellos larger than MaxHelloBytes
+	// DNS events (TakeDNS): messages not handed over because they were no
+	// DNS query or response, and events dropped at the per-call bound.
+	DNSEventsSkipped uint64
+	DNSEventsDropped uint64
 }
 
 // Table tracks flows. It is not safe for concurrent use.
@@ -134,6 +141,8 @@ type Table struct {
 	start  time.Time // start of the current interval
 	stats  Stats
 	parser dissect.DNSParser
+
+	dnsEvents []DNSEvent // the DNS messages since the last TakeDNS
 }
 
 type settleEntry struct {
@@ -325,8 +334,12 @@ func wellKnown(port uint16) bool { return port != 0 && port < 1024 }
 // past the cheap checks.
 func (t *Table) inspect(f *Flow, idx int32, p *capture.Packet, fromWorkload bool) {
 	if !fromWorkload && (p.SrcPort == 53 || p.SrcPort == 5353) && p.Proto != 1 && p.Proto != 58 {
+		t.dnsEvent(f.Workload, p, false)
 		t.learnDNS(f.Workload, p)
 		return
+	}
+	if fromWorkload && (p.DstPort == 53 || p.DstPort == 5353) && p.Proto != 1 && p.Proto != 58 {
+		t.dnsEvent(f.Workload, p, true)
 	}
 	if !fromWorkload || f.settled {
 		return
@@ -362,6 +375,7 @@ func (t *Table) inspect(f *Flow, idx int32, p *capture.Packet, fromWorkload bool
 		f.Name, f.NameSource = host, NameHTTPHost
 	}
 	t.report(f, now)
+	t.stratumSignature(p.Payload)
 }
 
 func (t *Table) continueHello(f *Flow, payload []byte, now int64) {
