@@ -80,7 +80,7 @@ func featuresOf(sub string) nameFeatures {
 		f.maxLabel = max(f.maxLabel, label)
 		counts[c]++
 		n++
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+		if !hostByte(c) {
 			f.odd++
 		}
 	}
@@ -91,6 +91,12 @@ func featuresOf(sub string) nameFeatures {
 		}
 	}
 	return f
+}
+
+// hostByte: what host names are made of (lowercase, since names are
+// lowercased before they get here).
+func hostByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_'
 }
 
 // Score weights. A name's score is the sum of four parts, each capped, so

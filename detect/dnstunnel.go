@@ -3,7 +3,6 @@ package detect
 import (
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"math"
 	"net/netip"
 	"strconv"
@@ -277,11 +276,7 @@ func (dw *domainWindow) add(d *DNSTunnel, w *dnsWindow, base, sub string, q DNSQ
 		dw.qtypes |= dissect.TypeSetOf(q.QType)
 		dw.rare |= rareType(q.QType)
 	}
-	h := fnv.New64a()
-	h.Write([]byte(base))
-	h.Write([]byte{0})
-	h.Write([]byte(sub))
-	k := h.Sum64()
+	k := fnv1a(fnv1a(fnv1a(fnvOffset, base), "\x00"), sub)
 	if _, seen := w.names[k]; seen {
 		return
 	}
@@ -296,6 +291,22 @@ func (dw *domainWindow) add(d *DNSTunnel, w *dnsWindow, base, sub string, q DNSQ
 	if s := f.score(); s > dw.best || dw.bestName == "" {
 		dw.best, dw.bestName, dw.bestFeat = s, q.Name, f
 	}
+}
+
+// FNV-1a, 64 bits: the unique-name set keeps hashes, not names, so a
+// window of 4096 long names costs kilobytes, not a megabyte. A collision
+// only undercounts one name.
+const (
+	fnvOffset = 14695981039346656037
+	fnvPrime  = 1099511628211
+)
+
+func fnv1a(h uint64, s string) uint64 {
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= fnvPrime
+	}
+	return h
 }
 
 func rareType(t uint16) uint16 {

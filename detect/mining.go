@@ -11,20 +11,11 @@ import (
 )
 
 // MiningConnection is what the engine hands the mining detector: a
-// connection whose first client payload was a stratum request.
+// connection (to the pool) whose first client payload was a stratum request.
 type MiningConnection struct {
-	Time        time.Time // when the connection was opened
-	Node        string
-	Workload    Workload
-	WorkloadKey string
-	Container   Container
-	Destination baseline.Destination // the pool, named as the baseline names destinations
-	IP          netip.Addr           // the pool's address
-	Method      string               // the stratum method, e.g. "mining.subscribe"
-	Agent       string               // the miner's agent string, "" when it sent none
-	BytesOut    uint64
-	PacketsOut  uint64
-	Dropping    bool
+	Connection
+	Method string // the stratum method, e.g. "mining.subscribe"
+	Agent  string // the miner's agent string, "" when it sent none
 }
 
 // MiningConfig tunes the mining detector.
@@ -150,19 +141,6 @@ func (m *Mining) anomaly(p *baseline.Profile, c MiningConnection) Anomaly {
 	if c.Agent != "" {
 		summary += fmt.Sprintf(" (miner %q)", sanitize(c.Agent))
 	}
-	return Anomaly{
-		Schema:      SchemaVersion,
-		ID:          anomalyID(c.Node, p.Workload, KindCryptoMining, netip.AddrPortFrom(c.IP, c.Destination.Port).String(), at),
-		Kind:        KindCryptoMining,
-		Severity:    m.cfg.Severity,
-		Time:        at,
-		Node:        c.Node,
-		Workload:    c.Workload,
-		Container:   c.Container,
-		Destination: destinationRef(c.Destination, c.IP),
-		Observed:    Measure{Bytes: c.BytesOut, Packets: c.PacketsOut, Connections: 1},
-		Expected:    Measure{Destinations: len(p.Destinations)},
-		Summary:     summary,
-		Labels:      labels,
-	}
+	pool := netip.AddrPortFrom(c.IP, c.Destination.Port).String()
+	return connectionAnomaly(KindCryptoMining, m.cfg.Severity, at, p, c.Connection, pool, summary, labels)
 }

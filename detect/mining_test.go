@@ -11,11 +11,8 @@ import (
 
 func miningConn(at time.Time, pool string, method, agent string) MiningConnection {
 	ap := netip.MustParseAddrPort(pool)
-	return MiningConnection{
-		Time: at, Node: "node-a", Workload: frontend, WorkloadKey: frontendKey, Container: frontendPod,
-		Destination: baseline.Destination{Name: ap.Addr().String(), Port: ap.Port(), Protocol: "tcp"},
-		IP:          ap.Addr(), Method: method, Agent: agent, BytesOut: 300, PacketsOut: 3,
-	}
+	c := conn(at, baseline.Destination{Name: ap.Addr().String(), Port: ap.Port(), Protocol: "tcp"}, ap.Addr().String(), "ip")
+	return MiningConnection{Connection: c, Method: method, Agent: agent}
 }
 
 func TestMining(t *testing.T) {

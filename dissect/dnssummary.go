@@ -107,26 +107,12 @@ type DNSSummary struct {
 // question name.
 func SummarizeDNS(payload []byte, overTCP bool) (DNSSummary, error) {
 	var s DNSSummary
-	msg := payload
-	if overTCP {
-		if len(msg) < 2 {
-			return s, fmt.Errorf("tcp length prefix: %w", ErrDNSIncomplete)
-		}
-		n := int(binary.BigEndian.Uint16(msg))
-		if len(msg)-2 < n {
-			return s, fmt.Errorf("tcp message of %d bytes in %d: %w", n, len(msg)-2, ErrDNSIncomplete)
-		}
-		msg = msg[2 : 2+n]
+	msg, h, err := dnsFrame(payload, overTCP)
+	if err != nil {
+		return s, err
 	}
-	if len(msg) < dnsHeaderLen {
-		return s, fmt.Errorf("header of %d bytes: %w", len(msg), ErrDNSMalformed)
-	}
-	s.ID = binary.BigEndian.Uint16(msg)
-	s.Response = msg[2]&0x80 != 0
-	s.RCode = msg[3] & 0x0f
-	s.Size = len(msg)
-	s.Questions = int(binary.BigEndian.Uint16(msg[4:]))
-	ancount := int(binary.BigEndian.Uint16(msg[6:]))
+	s.ID, s.Response, s.RCode, s.Size, s.Questions = h.id, h.response, h.rcode, len(msg), h.counts[0]
+	ancount := h.counts[1]
 	if s.Questions == 0 {
 		return s, nil
 	}
@@ -163,6 +149,41 @@ func SummarizeDNS(payload []byte, overTCP bool) (DNSSummary, error) {
 		s.MaxAnswerData = max(s.MaxAnswerData, rdlen)
 	}
 	return s, nil
+}
+
+// dnsHeader is the fixed header of a DNS message.
+type dnsHeader struct {
+	id       uint16
+	response bool
+	rcode    uint8
+	counts   [4]int // questions, answers, authority and additional records
+}
+
+// dnsFrame returns the DNS message in payload, without the TCP length
+// prefix, and its header.
+func dnsFrame(payload []byte, overTCP bool) ([]byte, dnsHeader, error) {
+	var h dnsHeader
+	msg := payload
+	if overTCP {
+		if len(msg) < 2 {
+			return nil, h, fmt.Errorf("tcp length prefix: %w", ErrDNSIncomplete)
+		}
+		n := int(binary.BigEndian.Uint16(msg))
+		if len(msg)-2 < n {
+			return nil, h, fmt.Errorf("tcp message of %d bytes in %d: %w", n, len(msg)-2, ErrDNSIncomplete)
+		}
+		msg = msg[2 : 2+n]
+	}
+	if len(msg) < dnsHeaderLen {
+		return nil, h, fmt.Errorf("header of %d bytes: %w", len(msg), ErrDNSMalformed)
+	}
+	h.id = binary.BigEndian.Uint16(msg)
+	h.response = msg[2]&0x80 != 0
+	h.rcode = msg[3] & 0x0f
+	for i := range h.counts {
+		h.counts[i] = int(binary.BigEndian.Uint16(msg[4+2*i:]))
+	}
+	return msg, h, nil
 }
 
 // rawName copies the possibly compressed name at off into buf (at least

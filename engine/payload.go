@@ -110,9 +110,12 @@ func (e *Engine) miningConnection(c *flow.Connection, ent workload.Entry, p *bas
 	}
 	d := e.destination(c.Name, c.Remote.Addr(), c.Remote.Port(), c.Proto)
 	a, ok := e.payload.mining.Check(p, detect.MiningConnection{
-		Time: c.Opened, Node: e.cfg.Node, Workload: ent.Identity, WorkloadKey: ent.Identity.Key(),
-		Container: ent.Container, Destination: d, IP: c.Remote.Addr(), Method: c.Method, Agent: c.Agent,
-		BytesOut: c.BytesOut, PacketsOut: c.PacketsOut, Dropping: e.dropping,
+		Connection: detect.Connection{
+			Time: c.Opened, Node: e.cfg.Node, Workload: ent.Identity, WorkloadKey: ent.Identity.Key(),
+			Container: ent.Container, Destination: d, IP: c.Remote.Addr(), NameSource: c.NameSource.String(),
+			BytesOut: c.BytesOut, PacketsOut: c.PacketsOut, Dropping: e.dropping,
+		},
+		Method: c.Method, Agent: c.Agent,
 	})
 	if ok {
 		*found = append(*found, a)

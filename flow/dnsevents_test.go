@@ -19,7 +19,11 @@ var resolver = netip.MustParseAddr("198.51.100.53")
 
 func dnsQuery(t testing.TB, name string, qtype layers.DNSType) []byte {
 	t.Helper()
-	d := &layers.DNS{ID: 9, RD: true, Questions: []layers.DNSQuestion{{Name: []byte(name), Type: qtype, Class: layers.DNSClassIN}}}
+	return serializeDNS(t, &layers.DNS{ID: 9, RD: true, Questions: []layers.DNSQuestion{{Name: []byte(name), Type: qtype, Class: layers.DNSClassIN}}})
+}
+
+func serializeDNS(t testing.TB, d *layers.DNS) []byte {
+	t.Helper()
 	buf := gopacket.NewSerializeBuffer()
 	if err := d.SerializeTo(buf, gopacket.SerializeOptions{FixLengths: true}); err != nil {
 		t.Fatal(err)
