@@ -57,9 +57,7 @@ func (p *Profile) CountDNSQuery(now time.Time, domain string) {
 	d := &p.DNS
 	win := p.config().Window
 	now = now.UTC()
-	if d.cur != nil && !now.Before(d.curStart.Add(win)) {
-		d.fold(d.curStart.Add(win))
-	}
+	d.endWindow(now, win)
 	if !p.Learning() || domain == "" {
 		return
 	}
@@ -85,6 +83,15 @@ func (p *Profile) DNSRate(domain string) (DNSDomainStats, bool) {
 		return DNSDomainStats{}, false
 	}
 	return p.DNS.Domains[i], true
+}
+
+// endWindow folds the current window's counts once now is past its end.
+// ObserveWindow calls it at every volume window's end, so that a quiet
+// workload's last window of queries is learned too.
+func (d *DNSStats) endWindow(now time.Time, win time.Duration) {
+	if d.cur != nil && !now.Before(d.curStart.Add(win)) {
+		d.fold(d.curStart.Add(win))
+	}
 }
 
 // fold adds the current window's counts to the statistic.

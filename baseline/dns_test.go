@@ -111,3 +111,17 @@ func TestDNSStatsExportImport(t *testing.T) {
 		}
 	}
 }
+
+func TestObserveWindowFoldsDNS(t *testing.T) {
+	t0 := time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)
+	p := &Profile{Workload: "w", State: StateLearning, Started: t0}
+	p.CountDNSQuery(t0.Add(10*time.Second), "example.com")
+	p.ObserveWindow(t0.Add(30*time.Second), WindowVolume{End: t0.Add(30 * time.Second)})
+	if _, ok := p.DNSRate("example.com"); ok {
+		t.Error("folded before the window's end")
+	}
+	p.ObserveWindow(t0.Add(time.Minute), WindowVolume{End: t0.Add(time.Minute)})
+	if r, ok := p.DNSRate("example.com"); !ok || r.Queries != 1 {
+		t.Errorf("after the window: %+v %v", r, ok)
+	}
+}

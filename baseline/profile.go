@@ -177,6 +177,7 @@ func (p *Profile) ObserveWindow(now time.Time, v WindowVolume) {
 	if end.After(p.LastWindow) {
 		p.LastWindow = end
 	}
+	p.DNS.endWindow(end, p.config().Window)
 	p.BytesOut += v.BytesOut
 	if v.Anomalous {
 		p.AnomalousWindows++

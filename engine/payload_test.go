@@ -138,3 +138,27 @@ func TestReplayPayloadNegatives(t *testing.T) {
 		})
 	}
 }
+
+// TestReplayLearnsDNSRates: ordinary lookups while learning are counted into
+// the profile's per-domain query rates, and no payload detector fires.
+func TestReplayLearnsDNSRates(t *testing.T) {
+	// Its DNS traffic spans less than a minute: 10 s windows end within it.
+	out, _, e := replayFileWith(t, "normal-android-dns-tls-http.pcap", map[string]string{"192.168.2.16/32": "android"}, func(c *Config) {
+		learnThroughout(c)
+		c.Baseline.Window = 10 * time.Second
+	})
+	if bad := append(ofKind(out.anomalies, detect.KindDNSTunnel), ofKind(out.anomalies, detect.KindCryptoMining)...); len(bad) > 0 {
+		t.Errorf("payload anomalies:%s", describe(bad))
+	}
+	ps := e.Profiles()
+	if len(ps) != 1 || len(ps[0].DNS.Domains) == 0 {
+		t.Fatalf("no DNS query rates learned: %+v", ps)
+	}
+	if r, ok := ps[0].DNSRate("google.com"); !ok || r.Queries == 0 {
+		var have []string
+		for _, d := range ps[0].DNS.Domains {
+			have = append(have, d.Domain)
+		}
+		t.Errorf("google.com not learned; have %v", have)
+	}
+}
