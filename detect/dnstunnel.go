@@ -421,8 +421,12 @@ func (d *DNSTunnel) anomaly(p *baseline.Profile, q DNSQuery, base string, dw *do
 		proto = "udp"
 	}
 	dest := baseline.Destination{Name: base, Port: 53, Protocol: proto}
-	summary := fmt.Sprintf("%s sent DNS queries that look like tunnelling through %s: score %.2f, %d unique names in %s, longest label %d bytes",
-		workloadText(q.Workload, p.Workload, q.Container), sanitize(base), score, dw.unique, durationText(d.cfg.Window), dw.bestFeat.maxLabel)
+	names := "names"
+	if dw.unique == 1 {
+		names = "name"
+	}
+	summary := fmt.Sprintf("%s sent DNS queries that look like tunnelling through %s: score %.2f, %d unique %s in the %s window, longest label %d bytes",
+		workloadText(q.Workload, p.Workload, q.Container), sanitize(base), score, dw.unique, names, durationText(d.cfg.Window), dw.bestFeat.maxLabel)
 	if t := labels[LabelRecordTypes]; t != "" {
 		summary += ", record types " + t
 	}
