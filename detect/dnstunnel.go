@@ -97,6 +97,7 @@ type DNSTunnel struct {
 	windows map[string]*dnsWindow  // per workload key
 	alerted map[alertKey]time.Time // (workload, base domain) → last alert
 	stats   DNSTunnelStats
+	swept   time.Time // window start of the last sweep of stale windows
 }
 
 // dnsWindow is one workload's current window.
@@ -220,6 +221,18 @@ func (d *DNSTunnel) window(workload string, now time.Time) *dnsWindow {
 	start := now.Truncate(d.cfg.Window)
 	if w != nil && w.start.Equal(start) {
 		return w
+	}
+	if start.After(d.swept) {
+		// Once per window: drop the windows of workloads that sent no
+		// DNS since the last one, so that memory follows the workloads
+		// that are active, not all that ever were.
+		d.swept = start
+		for k, old := range d.windows {
+			if old.start.Before(start.Add(-d.cfg.Window)) {
+				delete(d.windows, k)
+			}
+		}
+		w = d.windows[workload]
 	}
 	if w == nil {
 		if len(d.windows) >= d.cfg.MaxTracked {

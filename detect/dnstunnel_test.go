@@ -266,6 +266,17 @@ func TestDNSTunnelBounds(t *testing.T) {
 	if len(d.windows) != 0 {
 		t.Error("Forget kept the window")
 	}
+	// Windows of workloads quiet for a whole window are swept.
+	other := &baseline.Profile{Workload: "shop/deployment/other", State: baseline.StateMonitoring}
+	d.Check(p, tunnelQuery(t0, "a.example.com", dissect.DNSTypeA))
+	d.Check(other, tunnelQuery(t0.Add(time.Minute), "a.example.com", dissect.DNSTypeA))
+	if len(d.windows) != 2 {
+		t.Errorf("%d windows after one minute, want 2", len(d.windows))
+	}
+	d.Check(other, tunnelQuery(t0.Add(2*time.Minute), "a.example.com", dissect.DNSTypeA))
+	if _, ok := d.windows[frontendKey]; ok || len(d.windows) != 1 {
+		t.Errorf("the quiet workload's window was kept: %d windows", len(d.windows))
+	}
 }
 
 func TestDNSTunnelConfig(t *testing.T) {
