@@ -60,38 +60,8 @@ func TestE2EPayloadDetectors(t *testing.T) {
 		tg.ifindex = hostIfindex(t, c, tg.containerID)
 	}
 
-	cfg := DefaultConfig()
-	cfg.NodeName = "e2e-node"
-	cfg.DataDir = t.TempDir()
-	cfg.Listen = "127.0.0.1:0"
-	cfg.Containerd.Socket = c.Socket
-	cfg.Capture.Include = []string{"veth*"}
-	cfg.Capture.HoldTimeout = Duration(3 * time.Second)
-	cfg.Learning.Period = Duration(6 * time.Second)
-	cfg.Learning.StabilityWindow = 0
-	cfg.Flows.Interval = Duration(2 * time.Second)
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	a, err := New(cfg, log, prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	base := "http://" + a.Addr()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	running := true
-	defer func() {
-		if running {
-			cancel()
-			<-done
-		}
-	}()
-	defer func() {
-		if t.Failed() && running {
-			dumpE2E(t, a, remote, targets)
-		}
-	}()
-	waitFor(t, 10*time.Second, "ready", func() bool { code, _ := get(t, base+"/readyz"); return code == 200 })
+	ea := startE2EAgent(t, c, remote, &targets)
+	a, base := ea.Agent, ea.base
 	waitFor(t, 15*time.Second, "both pods' veths captured and attributed", func() bool {
 		st, ok := e2eStatus(t, base)
 		return ok && allAttributed(st, targets)
@@ -151,11 +121,61 @@ func TestE2EPayloadDetectors(t *testing.T) {
 			t.Errorf("the pool was also reported as a new destination: %s", an.Summary)
 		}
 	}
-	running = false
-	cancel()
-	if err := <-done; err != nil {
+	if err := ea.stop(); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
+}
+
+// e2eAgent is an agent the end-to-end tests run in-process.
+type e2eAgent struct {
+	*Agent
+	cfg  Config
+	base string       // its HTTP API, "http://host:port"
+	stop func() error // stops it and returns Run's error; the test's end calls it otherwise
+}
+
+// startE2EAgent runs the agent the way the end-to-end tests do: on the CNI
+// bridge's host veths of containerd c (other tests' veths and the remote
+// namespace's are not ours), learning for 6 s with intervals of 2 s, and
+// waits until it is ready. If the test fails, what the agent saw of
+// *targets is logged before it stops.
+func startE2EAgent(t *testing.T, c *testenv.Containerd, remote *testenv.Remote, targets *[]*e2eTarget) *e2eAgent {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.NodeName = "e2e-node"
+	cfg.DataDir = t.TempDir()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.LogLevel = "debug"
+	cfg.Containerd.Socket = c.Socket
+	cfg.Capture.Include = []string{"veth*"}
+	cfg.Capture.HoldTimeout = Duration(3 * time.Second)
+	cfg.Learning.Period = Duration(6 * time.Second)
+	cfg.Learning.StabilityWindow = 0
+	cfg.Flows.Interval = Duration(2 * time.Second)
+	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	a, err := New(cfg, log, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	var once sync.Once
+	var runErr error
+	stop := func() error {
+		once.Do(func() {
+			if t.Failed() {
+				dumpE2E(t, a, remote, *targets)
+			}
+			cancel()
+			runErr = <-done
+		})
+		return runErr
+	}
+	t.Cleanup(func() { _ = stop() })
+	ea := &e2eAgent{Agent: a, cfg: cfg, base: "http://" + a.Addr(), stop: stop}
+	waitFor(t, 10*time.Second, "ready", func() bool { code, _ := get(t, ea.base+"/readyz"); return code == 200 })
+	return ea
 }
 
 func payloadPod(name, app, hash string) testenv.PodSpec {
