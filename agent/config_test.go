@@ -9,6 +9,7 @@ func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte("capture:\n  include: [\"veth*\"]\n  snap_length: 65535\n"))
 	f.Add([]byte("volume: {window: 1m, floor_bytes: 1}\n"))
 	f.Add([]byte("flows:\n  max_flows: -1\n"))
+	f.Add([]byte("detectors:\n  dns_tunnel: {threshold: 0, window: 1m}\n  mining: {severity: high, pool_ports: [3333]}\n"))
 	f.Add([]byte("- a\n- b\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		cfg := DefaultConfig()
