@@ -196,6 +196,7 @@ func (c Config) EngineConfig() engine.Config {
 	// wall clock jumping (or the host sleeping), not time observed.
 	e.MaxClockStep = max(2*b.Window, time.Minute)
 	e.Patterns = c.Detectors.patternConfig()
+	e.Payload = c.Detectors.payload()
 	return e
 }
 

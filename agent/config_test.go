@@ -10,6 +10,7 @@ func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte("volume: {window: 1m, floor_bytes: 1}\n"))
 	f.Add([]byte("flows:\n  max_flows: -1\n"))
 	f.Add([]byte("detectors:\n  beaconing: {threshold: 2}\n  raw_ip:\n    internal_cidrs: [10.0.0.0/8]\n"))
+	f.Add([]byte("detectors:\n  dns_tunnel: {threshold: 0, window: 1m}\n  mining: {severity: high, pool_ports: [3333]}\n"))
 	f.Add([]byte("- a\n- b\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		cfg := DefaultConfig()

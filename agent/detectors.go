@@ -14,6 +14,8 @@ type DetectorsConfig struct {
 	Beaconing BeaconingConfig `json:"beaconing"`
 	PortScan  PortScanConfig  `json:"port_scan"`
 	RawIP     RawIPConfig     `json:"raw_ip"`
+	DNSTunnel DNSTunnelConfig `json:"dns_tunnel"`
+	Mining    MiningConfig    `json:"mining"`
 }
 
 // BeaconingConfig is `detectors.beaconing`; see detect.BeaconingConfig.
@@ -53,7 +55,7 @@ type RawIPConfig struct {
 func defaultDetectorsConfig() DetectorsConfig {
 	p := engine.DefaultPatternConfig()
 	b, s, r := p.Beaconing, p.PortScan, p.RawIP
-	return DetectorsConfig{
+	d := DetectorsConfig{
 		Beaconing: BeaconingConfig{
 			Enabled: p.BeaconingEnabled, MinConnections: b.MinConnections, MinInterval: Duration(b.MinInterval),
 			History: b.History, MaxPairs: b.MaxPairs, Threshold: b.Threshold, MaxJitter: b.MaxJitter,
@@ -67,6 +69,8 @@ func defaultDetectorsConfig() DetectorsConfig {
 			Enabled: p.RawIPEnabled, InternalCIDRs: r.Internal, ResolverPorts: r.ResolverPorts, Severity: string(r.Severity),
 		},
 	}
+	defaultPayloadDetectors(&d)
+	return d
 }
 
 // patternConfig translates the section for the engine, which validates it.

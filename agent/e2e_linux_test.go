@@ -8,7 +8,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"net/netip"
 	"os"
@@ -20,8 +19,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/egresswatch/egresswatch/baseline"
 	"github.com/egresswatch/egresswatch/detect"
@@ -104,42 +101,8 @@ func TestE2EContainerdPods(t *testing.T) {
 	}
 
 	// The agent.
-	cfg := DefaultConfig()
-	cfg.NodeName = "e2e-node"
-	cfg.DataDir = t.TempDir()
-	cfg.Listen = "127.0.0.1:0"
-	cfg.LogLevel = "debug"
-	cfg.Containerd.Socket = c.Socket
-	// The CNI bridge plugin's host ends; other tests' veths on the machine
-	// are not ours, nor is the remote namespace's.
-	cfg.Capture.Include = []string{"veth*"}
-	cfg.Capture.HoldTimeout = Duration(3 * time.Second)
-	cfg.Learning.Period = Duration(6 * time.Second)
-	cfg.Learning.StabilityWindow = 0
-	cfg.Flows.Interval = Duration(2 * time.Second)
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	a, err := New(cfg, log, prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	base := "http://" + a.Addr()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	running := true
-	defer func() {
-		if running {
-			cancel()
-			<-done
-		}
-	}()
-	defer func() {
-		if t.Failed() && running {
-			dumpE2E(t, a, remote, targets)
-		}
-	}()
-
-	waitFor(t, 10*time.Second, "ready", func() bool { code, _ := get(t, base+"/readyz"); return code == 200 })
+	ea := startE2EAgent(t, c, remote, &targets)
+	a, base := ea.Agent, ea.base
 	waitFor(t, 10*time.Second, "containerd connected", func() bool {
 		st, ok := e2eStatus(t, base)
 		return ok && st.Containerd == "connected"
@@ -255,7 +218,7 @@ func TestE2EContainerdPods(t *testing.T) {
 	// The CLI reads the alerts through the agent, which holds the store,
 	// and shows the status.
 	bin := cli()
-	out := runCLI(t, bin, "alerts", "--data-dir", cfg.DataDir, "--listen", a.Addr(), "--output", "json")
+	out := runCLI(t, bin, "alerts", "--data-dir", ea.cfg.DataDir, "--listen", a.Addr(), "--output", "json")
 	var fromCLI *detect.Anomaly
 	sc := bufio.NewScanner(strings.NewReader(out))
 	for sc.Scan() {
@@ -304,12 +267,7 @@ func TestE2EContainerdPods(t *testing.T) {
 		t.Errorf("metrics lack %s:\n%s", want, grep(metrics, "egresswatch_"))
 	}
 
-	if t.Failed() {
-		dumpE2E(t, a, remote, targets)
-	}
-	running = false
-	cancel()
-	if err := <-done; err != nil {
+	if err := ea.stop(); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
 }

@@ -233,6 +233,9 @@ func (c *checker) validate(doc *exportDoc) error {
 		if err := p.Volume.validate(WorkloadHistory); err != nil {
 			return c.fail(at+".volume", err)
 		}
+		if err := p.DNS.validate(); err != nil {
+			return c.fail(at+".dns", err)
+		}
 		dests := make(map[Destination]int, len(p.Destinations))
 		for k := range p.Destinations {
 			d := &p.Destinations[k]

@@ -71,6 +71,7 @@ type Profile struct {
 
 	Volume       VolumeStats        `json:"volume"` // workload-wide outbound bytes per window
 	Destinations []DestinationStats `json:"destinations,omitempty"`
+	DNS          DNSStats           `json:"dns,omitzero"` // per base domain query rates; absent in older exports
 
 	cfg   *Config             // shared with the Set; nil: DefaultConfig
 	index map[Destination]int // into Destinations, rebuilt when stale
@@ -176,6 +177,7 @@ func (p *Profile) ObserveWindow(now time.Time, v WindowVolume) {
 	if end.After(p.LastWindow) {
 		p.LastWindow = end
 	}
+	p.DNS.endWindow(end, p.config().Window)
 	p.BytesOut += v.BytesOut
 	cfg := p.config()
 	start := v.Start

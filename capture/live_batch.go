@@ -90,8 +90,11 @@ func (c LiveConfig) Validate() error {
 
 // WantPayload reports whether the engine reads a packet's payload: DNS
 // (port 53 or 5353, UDP or TCP), TCP segments starting a TLS handshake
-// record (the ClientHello's server name) and TCP segments starting an
-// HTTP/1 request (the Host header). Bulk data is delivered without payload.
+// record (the ClientHello's server name), TCP segments starting an HTTP/1
+// request (the Host header) and TCP segments starting with '{' (a stratum
+// request). Bulk data is delivered without payload. The capture filter's
+// snap length (DefaultSnapLen, 2 KiB) keeps the first bytes of every frame,
+// which is all the stratum check reads.
 //
 // A ClientHello split over several segments keeps only its first one; on a
 // veth the sender's segmentation offload normally hands the whole hello
@@ -106,7 +109,9 @@ func WantPayload(p *Packet) bool {
 	if dnsPort(p.SrcPort) || dnsPort(p.DstPort) {
 		return true
 	}
-	return p.Proto == protoTCP && (p.Payload[0] == tlsHandshake || httpRequestStart(p.Payload))
+	// A segment starting with '{' may be a stratum mining request
+	// (newline-delimited JSON-RPC); bulk JSON rarely starts a segment.
+	return p.Proto == protoTCP && (p.Payload[0] == tlsHandshake || p.Payload[0] == '{' || httpRequestStart(p.Payload))
 }
 
 func dnsPort(port uint16) bool { return port == 53 || port == 5353 }

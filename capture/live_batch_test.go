@@ -28,6 +28,8 @@ func TestWantPayload(t *testing.T) {
 		{"http response", Packet{Proto: protoTCP, SrcPort: 80, Payload: []byte("HTTP/1.1 200 OK\r\n")}, false},
 		{"not quite a method", Packet{Proto: protoTCP, DstPort: 80, Payload: []byte("GETX / HTTP/1.1")}, false},
 		{"bulk tcp", Packet{Proto: protoTCP, DstPort: 5432, Payload: make([]byte, 1400)}, false},
+		{"stratum", Packet{Proto: protoTCP, DstPort: 3333, Payload: []byte(`{"id":1,"method":"mining.subscribe"}`)}, true},
+		{"json over udp", Packet{Proto: protoUDP, DstPort: 3333, Payload: []byte(`{"id":1}`)}, false},
 		{"quic", Packet{Proto: protoUDP, DstPort: 443, Payload: []byte{0xc3, 0, 0, 0, 1}}, false},
 		{"ack", Packet{Proto: protoTCP, DstPort: 53}, false},
 		{"icmp", Packet{Proto: protoICMP, Payload: []byte{8, 0}}, false},

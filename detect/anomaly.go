@@ -35,6 +35,8 @@ const (
 	KindBeaconing      Kind = "beaconing"       // connections to one new destination at regular intervals
 	KindPortScan       Kind = "port_scan"       // many hosts or ports probed in a window, mostly in vain
 	KindRawIPEgress    Kind = "raw_ip_egress"   // a new public address that no DNS answer, SNI or Host named
+	KindDNSTunnel      Kind = "dns_tunnel"      // DNS queries that carry data: long random names, many of them, rare types
+	KindCryptoMining   Kind = "crypto_mining"   // a connection speaking the stratum mining protocol
 )
 
 // Severity grades an anomaly for routing and filtering.
@@ -140,7 +142,7 @@ const (
 	LabelRule            = "rule"             // rule_deny: the name of the deny rule that matched
 	LabelInterval        = "interval"         // beaconing: the median time between connections, e.g. "10s"
 	LabelJitter          = "jitter"           // beaconing: median absolute deviation of the intervals over their median, e.g. "0.12"
-	LabelScore           = "score"            // beaconing and port_scan: the detector's score, 0 to 1, two decimals
+	LabelScore           = "score"            // the detector's score, two decimals: 0 to 1 for beaconing and port_scan; dns_tunnel: the base domain's score in the window
 	LabelScanType        = "scan_type"        // port scans: "vertical" (ports of one host) or "horizontal" (hosts)
 	LabelFailed          = "failed"           // port scans: probes refused or unanswered
 	LabelTruncated       = "truncated"        // port scans: "true" when the per-window sets were full, so counts are lower bounds

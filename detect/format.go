@@ -152,3 +152,24 @@ func labelsFor(p *baseline.Profile, dropping bool) map[string]string {
 	}
 	return l
 }
+
+// connectionAnomaly is the record of an anomaly about one connection: the
+// connection's destination and counters, and the profile's destinations as
+// what was expected. destKey identifies the destination in the ID.
+func connectionAnomaly(kind Kind, sev Severity, at time.Time, p *baseline.Profile, c Connection, destKey, summary string, labels map[string]string) Anomaly {
+	return Anomaly{
+		Schema:      SchemaVersion,
+		ID:          anomalyID(c.Node, p.Workload, kind, destKey, at),
+		Kind:        kind,
+		Severity:    sev,
+		Time:        at,
+		Node:        c.Node,
+		Workload:    c.Workload,
+		Container:   c.Container,
+		Destination: destinationRef(c.Destination, c.IP),
+		Observed:    Measure{Bytes: c.BytesOut, Packets: c.PacketsOut, Connections: 1},
+		Expected:    Measure{Destinations: len(p.Destinations)},
+		Summary:     summary,
+		Labels:      labels,
+	}
+}

@@ -126,7 +126,7 @@ func TestSchemaMatchesRecord(t *testing.T) {
 		}
 		return out
 	}
-	if got := enum("kind"); !slices.Equal(got, []string{string(KindNewDestination), string(KindVolumeSpike), string(KindBeaconing), string(KindPortScan), string(KindRawIPEgress), string(KindRuleDeny)}) {
+	if got := enum("kind"); !slices.Equal(got, []string{string(KindNewDestination), string(KindVolumeSpike), string(KindBeaconing), string(KindPortScan), string(KindRawIPEgress), string(KindRuleDeny), string(KindDNSTunnel), string(KindCryptoMining)}) {
 		t.Errorf("schema kinds %v", got)
 	}
 	if got := enum("severity"); !slices.Equal(got, []string{"info", "low", "medium", "high", "critical"}) {

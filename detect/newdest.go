@@ -193,21 +193,7 @@ func (d *NewDestination) anomaly(now time.Time, p *baseline.Profile, c Connectio
 	if c.Dropping {
 		summary += "; the capture was dropping packets, so the evidence may be partial"
 	}
-	return Anomaly{
-		Schema:      SchemaVersion,
-		ID:          anomalyID(c.Node, p.Workload, KindNewDestination, c.Destination.String(), at),
-		Kind:        KindNewDestination,
-		Severity:    sev,
-		Time:        at,
-		Node:        c.Node,
-		Workload:    c.Workload,
-		Container:   c.Container,
-		Destination: destinationRef(c.Destination, c.IP),
-		Observed:    Measure{Bytes: c.BytesOut, Packets: c.PacketsOut, Connections: 1},
-		Expected:    Measure{Destinations: len(p.Destinations)},
-		Summary:     summary,
-		Labels:      labels,
-	}
+	return connectionAnomaly(KindNewDestination, sev, at, p, c, c.Destination.String(), summary, labels)
 }
 
 // rawIPOddPort: no name at all, and a port no common service uses.

@@ -116,29 +116,13 @@ type DNSParser struct {
 // On error the message holds what was parsed before the error.
 func (p *DNSParser) Parse(payload []byte, overTCP bool) (DNSMessage, error) {
 	var m DNSMessage
-	msg := payload
-	if overTCP {
-		if len(msg) < 2 {
-			return m, fmt.Errorf("tcp length prefix: %w", ErrDNSIncomplete)
-		}
-		n := int(binary.BigEndian.Uint16(msg))
-		if len(msg)-2 < n {
-			return m, fmt.Errorf("tcp message of %d bytes in %d: %w", n, len(msg)-2, ErrDNSIncomplete)
-		}
-		msg = msg[2 : 2+n]
+	msg, h, err := dnsFrame(payload, overTCP)
+	if err != nil {
+		return m, err
 	}
-	if len(msg) < dnsHeaderLen {
-		return m, fmt.Errorf("header of %d bytes: %w", len(msg), ErrDNSMalformed)
-	}
-	m.ID = binary.BigEndian.Uint16(msg)
-	m.Response = msg[2]&0x80 != 0
-	m.RCode = msg[3] & 0x0f
-	qd := int(binary.BigEndian.Uint16(msg[4:]))
-	counts := [3]int{
-		int(binary.BigEndian.Uint16(msg[6:])),
-		int(binary.BigEndian.Uint16(msg[8:])),
-		int(binary.BigEndian.Uint16(msg[10:])),
-	}
+	m.ID, m.Response, m.RCode = h.id, h.response, h.rcode
+	qd := h.counts[0]
+	counts := [3]int(h.counts[1:])
 	// Each question takes at least 5 bytes and each record 11, so counts
 	// beyond what the message can hold are lies; size slices by what fits.
 	room := len(msg) - dnsHeaderLen

@@ -101,3 +101,17 @@ func tcpStreams(ps []pkt) (map[flowKey][][]byte, []flowKey) {
 	}
 	return m, order
 }
+
+// findPcap returns the path of a shared capture, or "" when absent; fuzz
+// seeds use it to skip a capture quietly.
+func findPcap(name string) string {
+	d := testutil.FindPcapDir()
+	if d == "" {
+		return ""
+	}
+	p := filepath.Join(d, name)
+	if _, err := os.Stat(p); err != nil {
+		return ""
+	}
+	return p
+}

@@ -44,6 +44,7 @@ type Config struct {
 	// set it; replays leave it 0, as gaps in a file are real.
 	MaxClockStep time.Duration
 	Patterns     PatternConfig // beaconing, port scans, raw-IP egress
+	Payload      PayloadConfig // the DNS tunnelling and mining detectors
 }
 
 // DefaultConfig returns the defaults documented in docs/configuration.md.
@@ -54,6 +55,7 @@ func DefaultConfig() Config {
 		Baseline:       baseline.DefaultConfig(),
 		MaxIdleWindows: 1440,
 		Patterns:       DefaultPatternConfig(),
+		Payload:        DefaultPayloadConfig(),
 	}
 }
 
@@ -75,6 +77,9 @@ func (c Config) Validate() error {
 		return err
 	}
 	if err := c.Patterns.Validate(); err != nil {
+		return err
+	}
+	if err := c.Payload.Validate(); err != nil {
 		return err
 	}
 	return c.Baseline.Validate()
@@ -110,6 +115,7 @@ type Engine struct {
 	rollouts *rolloutTracker
 	shared   sharing
 	patterns patterns
+	payload  payloadDetectors
 
 	started      bool
 	startTime    time.Time
@@ -151,6 +157,7 @@ func New(cfg Config, log *slog.Logger, reg *workload.Registry, r Resolver, sink 
 		patterns: newPatterns(cfg.Patterns),
 		windows:  make(map[string]*windowAcc),
 		rules:    newRuleStage(cfg.Rules),
+		payload:  newPayloadDetectors(cfg.Payload),
 	}
 	for _, p := range loaded {
 		e.profiles.Put(p)
@@ -183,6 +190,7 @@ func (e *Engine) Packet(p *capture.Packet) {
 	}
 	e.table.SettleDue(p.Time)
 	e.connections()
+	e.dnsEvents()
 }
 
 func (e *Engine) start(t time.Time) {

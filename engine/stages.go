@@ -87,6 +87,9 @@ func (e *Engine) connections() {
 		p := e.profile(c.Opened, ent.Identity.Key())
 		e.advanceProfiles(now)
 		e.rollouts.observe(now, c.Workload, ent)
+		if e.miningConnection(&c, ent, p, &found) {
+			continue // known bad: neither learned nor a new destination
+		}
 		d := e.destination(c.Name, c.Remote.Addr(), c.Remote.Port(), c.Proto)
 		conn := withOutcome(detect.Connection{
 			Time:        now,

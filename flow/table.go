@@ -108,6 +108,9 @@ type Connection struct {
 	PacketsIn  uint64
 	State      TCPState
 	ICMPType   uint8 // ICMP and ICMPv6: the type of the first packet (8 and 128: echo request)
+	// Signature, Method and Agent: what the first client payload proved
+	// (SignatureStratum, with the request's method and the miner's agent).
+	Signature, Method, Agent string
 }
 
 // Stats are the table's running counters.
@@ -122,6 +125,10 @@ type Stats struct {
 	DNSRefused   uint64 // answers not kept because a workload's view was full
 	HelloBuffers uint64 // ClientHellos reassembled across segments
 	HelloGiveUps uint64 // ClientHellos larger than MaxHelloBytes
+	// DNS events (TakeDNS): messages not handed over because they were no
+	// DNS query or response, and events dropped at the per-call bound.
+	DNSEventsSkipped uint64
+	DNSEventsDropped uint64
 }
 
 // Table tracks flows. It is not safe for concurrent use.
@@ -138,6 +145,8 @@ type Table struct {
 	start  time.Time // start of the current interval
 	stats  Stats
 	parser dissect.DNSParser
+
+	dnsEvents []DNSEvent // the DNS messages since the last TakeDNS
 }
 
 type settleEntry struct {
@@ -335,8 +344,12 @@ func isICMP(proto uint8) bool { return proto == 1 || proto == 58 }
 // past the cheap checks.
 func (t *Table) inspect(f *Flow, idx int32, p *capture.Packet, fromWorkload bool) {
 	if !fromWorkload && (p.SrcPort == 53 || p.SrcPort == 5353) && p.Proto != 1 && p.Proto != 58 {
+		t.dnsEvent(f.Workload, p, false)
 		t.learnDNS(f.Workload, p)
 		return
+	}
+	if fromWorkload && (p.DstPort == 53 || p.DstPort == 5353) && p.Proto != 1 && p.Proto != 58 {
+		t.dnsEvent(f.Workload, p, true)
 	}
 	if !fromWorkload || f.settled {
 		return
@@ -375,6 +388,7 @@ func (t *Table) inspect(f *Flow, idx int32, p *capture.Packet, fromWorkload bool
 		f.Name, f.NameSource = host, NameHTTPHost
 	}
 	t.report(f, now)
+	t.stratumSignature(p.Payload)
 }
 
 func (t *Table) continueHello(f *Flow, payload []byte, now int64) {

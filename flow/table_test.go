@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 
 	"github.com/egresswatch/egresswatch/capture"
@@ -66,11 +65,7 @@ func dnsResponse(t testing.TB, name string, cname string, addr netip.Addr, ttl u
 		owner = cname
 	}
 	d.Answers = append(d.Answers, layers.DNSResourceRecord{Name: []byte(owner), Type: layers.DNSTypeA, Class: layers.DNSClassIN, TTL: ttl, IP: addr.AsSlice()})
-	buf := gopacket.NewSerializeBuffer()
-	if err := d.SerializeTo(buf, gopacket.SerializeOptions{FixLengths: true}); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
+	return serializeDNS(t, d)
 }
 
 func TestOutboundTCPWithSNI(t *testing.T) {
