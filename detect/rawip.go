@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 )
 
 // RawIPConfig tunes the raw-IP egress detector.
@@ -136,8 +137,8 @@ func (r *RawIP) Refine(a Anomaly, c Connection) Anomaly {
 
 // raw: nothing named the destination and the address is public.
 func (r *RawIP) raw(c Connection) bool {
-	if c.NameSource != "ip" && c.NameSource != "" {
-		return false
+	if c.NameSource != "ip" && c.NameSource != "" && !isAddress(c.Destination.Name) {
+		return false // named, unless the "name" is an address literal (Host: 203.0.113.9)
 	}
 	if (c.Destination.Protocol == "icmp" || c.Destination.Protocol == "ipv6-icmp") && !c.echoRequest() {
 		return false // an error or reply the workload sends back is not egress of its own
@@ -146,4 +147,12 @@ func (r *RawIP) raw(c Connection) bool {
 		return false
 	}
 	return r.Public(c.IP)
+}
+
+// isAddress reports whether a name from SNI or an HTTP Host header is an
+// address literal, which names nothing.
+func isAddress(name string) bool {
+	name = strings.TrimSuffix(strings.TrimPrefix(name, "["), "]")
+	_, err := netip.ParseAddr(name)
+	return err == nil
 }

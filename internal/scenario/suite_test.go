@@ -21,10 +21,7 @@ var update = flag.Bool("update", false, "write the suite's results into docs/det
 // them the suite's targets are asserted (every attack caught, at most one
 // false alert per workload per simulated day). Kinds not listed are run
 // and reported only. Add a kind here when its detector is merged.
-var expectedKinds = []detect.Kind{
-	detect.KindNewDestination,
-	detect.KindVolumeSpike,
-}
+var expectedKinds = Kinds
 
 // maxFalsePerWorkloadDay is the target for false alerts.
 const maxFalsePerWorkloadDay = 1.0
