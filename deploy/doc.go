@@ -3,7 +3,7 @@
 // the systemd unit (systemd/). It sits outside the data flow; its tests keep
 // the shipped manifests honest: they decode every object strictly into the
 // Kubernetes API types, check the security posture the agent documents
-// (host network and PID namespaces, three capabilities, read-only root and
+// (host network and PID namespaces, two capabilities, read-only root and
 // containerd socket, no API access), and parse the shipped configuration with
 // the agent's own parser.
 package deploy

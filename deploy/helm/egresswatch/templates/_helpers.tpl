@@ -33,8 +33,51 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 
-{{/* Where receiver secrets are mounted; one projected volume holds them all. */}}
+{{/* Where secrets are mounted; one projected volume holds them all. */}}
 {{- define "egresswatch.secretsDir" -}}/run/secrets/egresswatch{{- end -}}
+
+{{/* The file the API token is mounted at, given as api_token_file. */}}
+{{- define "egresswatch.apiTokenFile" -}}{{ include "egresswatch.secretsDir" . }}/api/token{{- end -}}
+
+{{/* The Secret holding the API token: the user's, or the one the chart creates. */}}
+{{- define "egresswatch.apiTokenSecret" -}}
+{{- .Values.apiToken.existingSecret | default (printf "%s-api-token" (include "egresswatch.fullname" .)) -}}
+{{- end -}}
+
+{{/* The host part of config.listen, without an IPv6 address's brackets. */}}
+{{- define "egresswatch.listenHost" -}}
+{{- regexReplaceAll ":[^:]*$" .Values.config.listen "" | trimPrefix "[" | trimSuffix "]" -}}
+{{- end -}}
+
+{{/*
+"true" when config.listen is a loopback IP. The agent also takes
+"localhost" as loopback (agent.IsLoopback), but the kubelet's probes need an
+address.
+*/}}
+{{- define "egresswatch.listenLoopbackIP" -}}
+{{- $h := include "egresswatch.listenHost" . -}}
+{{- if or (regexMatch "^127([.](25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}$" $h) (eq $h "::1") }}true{{ end -}}
+{{- end -}}
+
+{{/*
+Fails the render when the agent would refuse to start: a listener other
+hosts can reach needs an API token (docs/security.md). An extraEnv
+EGRESSWATCH_API_TOKEN (from a Secret of the user's) counts too.
+*/}}
+{{- define "egresswatch.validateAPIToken" -}}
+{{- $v := .Values -}}
+{{- if and $v.apiToken.create $v.apiToken.existingSecret -}}
+{{- fail "apiToken.create and apiToken.existingSecret are exclusive: let the chart create the token's Secret, or name yours" -}}
+{{- end -}}
+{{- $given := or $v.apiToken.create $v.apiToken.existingSecret -}}
+{{- range $v.extraEnv -}}
+{{- if eq .name "EGRESSWATCH_API_TOKEN" }}{{ $given = true }}{{ end -}}
+{{- end -}}
+{{- $h := lower (include "egresswatch.listenHost" .) -}}
+{{- if not (or $given (include "egresswatch.listenLoopbackIP" .) (eq $h "localhost")) -}}
+{{- fail (printf "config.listen %s is not a loopback address, and the agent refuses to serve its API beyond the node without a token: set apiToken.create=true (a random token in a Secret) or apiToken.existingSecret (and apiToken.key), or listen on 127.0.0.1" $v.config.listen) -}}
+{{- end -}}
+{{- end -}}
 
 {{/*
 The agent's config file (docs/configuration.md). node_name is left out:
@@ -51,6 +94,9 @@ EGRESSWATCH_NODE_NAME carries the pod's spec.nodeName.
   "learning" (dict "period" $v.config.learning.period "stability_window" $v.config.learning.stabilityWindow "max_period" $v.config.learning.maxPeriod)
   "storage" (dict "retention" $v.config.storage.retention)
 -}}
+{{- if or $v.apiToken.create $v.apiToken.existingSecret -}}
+{{- $_ := set $c "api_token_file" (include "egresswatch.apiTokenFile" .) -}}
+{{- end -}}
 {{- if $v.influx.url -}}
 {{- $_ := set $c "influx" (dict "url" $v.influx.url "bucket" $v.influx.bucket "org" $v.influx.org) -}}
 {{- end -}}
