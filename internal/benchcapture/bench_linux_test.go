@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -17,7 +18,7 @@ var binary built
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if binary.path != "" {
-		_ = os.RemoveAll(strings.TrimSuffix(binary.path, "/egresswatch"))
+		_ = os.RemoveAll(filepath.Dir(binary.path))
 	}
 	if code == 0 {
 		if err := goleak.Find(); err != nil {
@@ -34,11 +35,7 @@ func TestMain(m *testing.M) {
 // veth carried, with no drop.
 func TestQuickUDP(t *testing.T) {
 	requireTools(t, "ip")
-	dir, err := os.MkdirTemp("", "bench-capture-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ew := binary.egresswatchBinary(t, dir)
+	ew := binary.egresswatchBinary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	topo, err := NewTopology(ctx, "t"+strconv.FormatInt(int64(os.Getpid()%100000), 36))

@@ -35,11 +35,7 @@ const (
 // resident memory, rings included.
 func TestAgentRSSFiftyContainers(t *testing.T) {
 	requireTools(t)
-	dir, err := os.MkdirTemp("", "bench-capture-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ew := binary.egresswatchBinary(t, dir)
+	ew := binary.egresswatchBinary(t)
 
 	type container struct {
 		ns   *netnstest.NetNS

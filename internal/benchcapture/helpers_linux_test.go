@@ -20,10 +20,16 @@ type built struct {
 }
 
 // egresswatchBinary builds cmd/egresswatch as the agent ships (static, no
-// cgo) into dir the first time and returns its path.
-func (b *built) egresswatchBinary(t *testing.T, dir string) string {
+// cgo) into a directory of its own the first time and returns its path;
+// TestMain removes the directory.
+func (b *built) egresswatchBinary(t *testing.T) string {
 	t.Helper()
 	b.once.Do(func() {
+		dir, err := os.MkdirTemp("", "bench-capture-test-")
+		if err != nil {
+			b.err = err
+			return
+		}
 		b.path = filepath.Join(dir, "egresswatch")
 		cmd := exec.Command("go", "build", "-trimpath", "-o", b.path, "./cmd/egresswatch")
 		cmd.Dir = testutil.RepoRoot(t)
