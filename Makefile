@@ -16,7 +16,7 @@ export CGO_ENABLED = 0
 
 IMAGE     ?= ghcr.io/egresswatch/egresswatch:$(VERSION)
 
-.PHONY: all build test unit lint setup bench fuzz static-check image clean
+.PHONY: all build test unit lint setup bench bench-capture fuzz static-check image clean
 
 all: build
 
@@ -52,6 +52,12 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./capture ./flow ./baseline ./detect ./engine | tee bench.txt
 	$(GO) test -run '^$$' -bench NewDestinationToWebhook -benchtime 300x ./agent | tee -a bench.txt
 	bash scripts/bench-replay.sh
+
+# Live capture beside tcpdump, pmacctd and tshark (root; about 10 minutes,
+# BENCH_QUICK=1 for a one-minute smoke run); rewrites a section of
+# docs/benchmarks.md. Not part of `make test`.
+bench-capture:
+	bash scripts/bench-capture.sh
 
 fuzz:
 	bash scripts/fuzz.sh $(FUZZTIME)

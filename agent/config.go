@@ -122,7 +122,7 @@ func DefaultConfig() Config {
 		Containerd: ContainerdConfig{Socket: "/run/containerd/containerd.sock"},
 		Capture: CaptureConfig{
 			SnapLength:   2048,
-			BlockSize:    1 << 18,
+			BlockSize:    1 << 15, // capture.DefaultBlockSize: 256 KiB of ring per veth (docs/benchmarks.md)
 			Blocks:       8,
 			BlockTimeout: Duration(50 * time.Millisecond),
 			QueueBatches: 256,

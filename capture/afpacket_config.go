@@ -28,12 +28,16 @@ var (
 )
 
 // Defaults of AFPacketConfig. One ring costs BlockSize*NumBlocks bytes of
-// unswappable kernel memory per interface: 2 MiB by default, which holds
-// about a thousand full-size frames, enough to ride out a scheduling hiccup
-// of the reader on a busy veth, while a node with a hundred pods spends
-// 200 MiB.
+// unswappable kernel memory per interface, and every page of it counts in
+// the agent's resident memory from the moment the ring is mapped: 256 KiB
+// by default, so that 50 containers cost 12.5 MiB of rings
+// (docs/benchmarks.md). The capture filter cuts bulk data after its
+// headers, so a 60 to 90-byte frame takes about 128 bytes of ring and the
+// ring holds about 2000 of them: 8 ms of a 250 000 packets/s flood.
+// Eight smaller blocks rather than four larger ones leave the kernel 7/8
+// of the ring while the reader holds one block.
 const (
-	DefaultBlockSize    = 1 << 18
+	DefaultBlockSize    = 1 << 15
 	DefaultNumBlocks    = 8
 	DefaultBlockTimeout = 50 * time.Millisecond
 	DefaultPollTimeout  = 100 * time.Millisecond

@@ -39,7 +39,15 @@ var ErrInvalidFilter = errors.New("invalid capture filter")
 //   - UDP and TCP packets from or to port 53 or 5353 (DNS, mDNS) and TCP
 //     segments whose payload starts with 0x16 (a TLS handshake record) are
 //     kept whole: the engine parses their answers and ClientHellos.
-//   - Every other IP frame is cut to snapLen bytes.
+//   - TCP segments whose payload starts with an upper-case letter (an
+//     HTTP/1 request's method) are cut to snapLen: the Host header is read
+//     from there.
+//   - Other UDP datagrams and TCP segments carrying data are cut at the
+//     end of their transport header: nothing reads bulk payload, and a
+//     frame of 60 to 90 bytes instead of snapLen lets a small ring hold
+//     thousands of them. Their full length is still counted (tp_len).
+//   - Every other IP frame (TCP without payload, ICMP, other protocols,
+//     fragments) is cut to snapLen bytes.
 //
 // IPv6 extension headers are not followed: a packet whose first next-header
 // is not TCP or UDP is cut to snapLen. Non-first IPv4 fragments carry no
@@ -141,7 +149,9 @@ func ipFilterProgram(snap uint32) []asmInstr {
 	p.label("udp")
 	p.need(udpHeader)
 	p.dnsPorts()
-	p.ja("accept")
+	p.op(bpf.TXA{})
+	p.op(bpf.ALUOpConstant{Op: bpf.ALUOpAdd, Val: udpHeader})
+	p.op(bpf.RetA{})
 
 	p.label("tcp")
 	p.need(tcpMinHeader)
@@ -156,7 +166,15 @@ func ipFilterProgram(snap uint32) []asmInstr {
 	p.jx(bpf.JumpGreaterThan, "tcp_data", "accept")
 	p.label("tcp_data")
 	p.op(bpf.LoadIndirect{Off: 0, Size: 1})
-	p.jeq(tlsHandshake, "whole", "accept")
+	p.jeq(tlsHandshake, "whole", "")
+	// An HTTP/1 request starts with an upper-case method name.
+	p.emit(asmInstr{ins: bpf.JumpIf{Cond: bpf.JumpGreaterOrEqual, Val: 'A'}, jf: "headers"})
+	p.emit(asmInstr{ins: bpf.JumpIf{Cond: bpf.JumpGreaterThan, Val: 'Z'}, jt: "headers", jf: "accept"})
+
+	// Bulk data: keep the headers only, up to the payload at X.
+	p.label("headers")
+	p.op(bpf.TXA{})
+	p.op(bpf.RetA{})
 
 	p.label("accept")
 	p.op(bpf.RetConstant{Val: snap})

@@ -68,6 +68,7 @@ func filterRefL4(b []byte, proto byte, off int, snap uint32) uint32 {
 		if dns() {
 			return FilterWholePacket
 		}
+		return uint32(off + udpHeader)
 	case protoTCP:
 		if len(b) < off+tcpMinHeader {
 			return snap
@@ -75,8 +76,14 @@ func filterRefL4(b []byte, proto byte, off int, snap uint32) uint32 {
 		if dns() {
 			return FilterWholePacket
 		}
-		if p := off + int(b[off+12]>>4)*4; len(b) > p && b[p] == tlsHandshake {
-			return FilterWholePacket
+		if p := off + int(b[off+12]>>4)*4; len(b) > p {
+			switch {
+			case b[p] == tlsHandshake:
+				return FilterWholePacket
+			case b[p] >= 'A' && b[p] <= 'Z':
+				return snap
+			}
+			return uint32(p)
 		}
 	}
 	return snap
@@ -130,7 +137,7 @@ func serialize(tb testing.TB, ls ...gopacket.SerializableLayer) []byte {
 type testFrame struct {
 	name string
 	data []byte
-	want uint32 // 0 drop, testSnap cut, FilterWholePacket whole
+	want uint32 // 0 drop, testSnap cut, FilterWholePacket whole, else cut after the transport header
 }
 
 var (
@@ -187,23 +194,26 @@ func craftedFrames(tb testing.TB) []testFrame {
 		{"ipv4 udp dns query", serialize(tb, eth(layers.EthernetTypeIPv4), ip4(layers.IPProtocolUDP), udp(40000, 53), pay(0x12, 600)), FilterWholePacket},
 		{"ipv4 udp dns answer", serialize(tb, eth(layers.EthernetTypeIPv4), ip4(layers.IPProtocolUDP), udp(53, 40000), pay(0x12, 600)), FilterWholePacket},
 		{"ipv4 udp mdns", serialize(tb, eth(layers.EthernetTypeIPv4), ip4(layers.IPProtocolUDP), udp(5353, 5353), pay(0, 300)), FilterWholePacket},
-		{"ipv4 udp bulk", serialize(tb, eth(layers.EthernetTypeIPv4), ip4(layers.IPProtocolUDP), udp(40000, 443), pay(0xc3, 1200)), testSnap},
+		{"ipv4 udp bulk", serialize(tb, eth(layers.EthernetTypeIPv4), ip4(layers.IPProtocolUDP), udp(40000, 443), pay(0xc3, 1200)), 14 + 20 + 8},
 		{"ipv4 tcp tls hello", serialize(tb, eth(layers.EthernetTypeIPv4), ip4(layers.IPProtocolTCP), tcp(40000, 443), pay(0x16, 1000)), FilterWholePacket},
-		{"ipv4 tcp tls data", serialize(tb, eth(layers.EthernetTypeIPv4), ip4(layers.IPProtocolTCP), tcp(40000, 443), pay(0x17, 1000)), testSnap},
+		{"ipv4 tcp tls data", serialize(tb, eth(layers.EthernetTypeIPv4), ip4(layers.IPProtocolTCP), tcp(40000, 443), pay(0x17, 1000)), 14 + 20 + 20},
 		{"ipv4 tcp http", serialize(tb, eth(layers.EthernetTypeIPv4), ip4(layers.IPProtocolTCP), tcp(40000, 80), pay('G', 900)), testSnap},
-		{"ipv4 tcp ack", serialize(tb, eth(layers.EthernetTypeIPv4), ip4(layers.IPProtocolTCP), tcp(40000, 443)), testSnap},
+		{"ipv4 tcp lower-case data", serialize(tb, eth(layers.EthernetTypeIPv4), ip4(layers.IPProtocolTCP), tcp(40000, 80), pay('g', 900)), 14 + 20 + 20},
+		// Padded to the Ethernet minimum, which the filter cannot tell
+		// from payload: cut after the header all the same.
+		{"ipv4 tcp ack", serialize(tb, eth(layers.EthernetTypeIPv4), ip4(layers.IPProtocolTCP), tcp(40000, 443)), 14 + 20 + 20},
 		{"ipv4 tcp dns", serialize(tb, eth(layers.EthernetTypeIPv4), ip4(layers.IPProtocolTCP), tcp(40000, 53), pay(0, 700)), FilterWholePacket},
 		{"ipv4 icmp", serialize(tb, eth(layers.EthernetTypeIPv4), ip4(layers.IPProtocolICMPv4),
 			&layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(8, 0)}, pay(0, 500)), testSnap},
 		{"ipv4 fragment", serialize(tb, eth(layers.EthernetTypeIPv4), frag, pay(0, 500)), testSnap},
 		{"ipv4 cut inside header", shortIP, testSnap},
 		{"ipv6 udp dns", serialize(tb, eth(layers.EthernetTypeIPv6), ip6(layers.IPProtocolUDP), udp(40000, 53), pay(0, 600)), FilterWholePacket},
-		{"ipv6 udp bulk", serialize(tb, eth(layers.EthernetTypeIPv6), ip6(layers.IPProtocolUDP), udp(40000, 4789), pay(0, 600)), testSnap},
+		{"ipv6 udp bulk", serialize(tb, eth(layers.EthernetTypeIPv6), ip6(layers.IPProtocolUDP), udp(40000, 4789), pay(0, 600)), 14 + 40 + 8},
 		{"ipv6 tcp tls hello", serialize(tb, eth(layers.EthernetTypeIPv6), ip6(layers.IPProtocolTCP), tcp(40000, 443), pay(0x16, 600)), FilterWholePacket},
 		{"ipv6 tcp ack", serialize(tb, eth(layers.EthernetTypeIPv6), ip6(layers.IPProtocolTCP), tcp(443, 40000)), testSnap},
 		{"ipv6 tcp cut inside header", shortTCP, testSnap},
 		{"vlan ipv4 dns", serialize(tb, eth(layers.EthernetTypeDot1Q), dot1q(layers.EthernetTypeIPv4), ip4(layers.IPProtocolUDP), udp(40000, 53), pay(0, 600)), FilterWholePacket},
-		{"vlan ipv6 bulk", serialize(tb, eth(layers.EthernetTypeDot1Q), dot1q(layers.EthernetTypeIPv6), ip6(layers.IPProtocolUDP), udp(40000, 9000), pay(0, 600)), testSnap},
+		{"vlan ipv6 bulk", serialize(tb, eth(layers.EthernetTypeDot1Q), dot1q(layers.EthernetTypeIPv6), ip6(layers.IPProtocolUDP), udp(40000, 9000), pay(0, 600)), 18 + 40 + 8},
 		{"qinq ipv4 tls", serialize(tb, qinq, dot1q(layers.EthernetTypeDot1Q), dot1q(layers.EthernetTypeIPv4), ip4(layers.IPProtocolTCP), tcp(40000, 443), pay(0x16, 500)), FilterWholePacket},
 		{"three tags", serialize(tb, eth(layers.EthernetTypeDot1Q), dot1q(layers.EthernetTypeDot1Q), dot1q(layers.EthernetTypeDot1Q), dot1q(layers.EthernetTypeIPv4), ip4(layers.IPProtocolUDP), udp(1, 2), pay(0, 100)), 0},
 		{"vlan arp", serialize(tb, eth(layers.EthernetTypeDot1Q), dot1q(layers.EthernetTypeARP), arp), 0},
@@ -327,9 +337,10 @@ func TestIPFilterSnapLen(t *testing.T) {
 	}
 	for _, snap := range []int{MinSnapLen, DefaultSnapLen, MaxSnapLen} {
 		vm := newFilterVM(t, snap)
+		// An HTTP request is what the snap length is for.
 		frame := serialize(t, &layers.Ethernet{SrcMAC: testMACa, DstMAC: testMACb, EthernetType: layers.EthernetTypeIPv4},
-			&layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocolUDP, SrcIP: testV4a, DstIP: testV4b},
-			&layers.UDP{SrcPort: 1000, DstPort: 2000}, gopacket.Payload(make([]byte, 100)))
+			&layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocolTCP, SrcIP: testV4a, DstIP: testV4b},
+			&layers.TCP{SrcPort: 40000, DstPort: 80, ACK: true, PSH: true, Window: 500}, gopacket.Payload("GET / HTTP/1.1\r\nHost: example.test\r\n\r\n"))
 		if got, _ := vm.Run(frame); got != snap {
 			t.Errorf("snap %d: filter returned %d", snap, got)
 		}

@@ -43,8 +43,8 @@ func TestWantPayload(t *testing.T) {
 func TestBatchPayloadArena(t *testing.T) {
 	bp := newBatchPool(4, 100, 2)
 	b := bp.get(7)
-	if b.Ifindex != 7 || cap(b.Packets) != 4 || cap(b.arena) != batchArenaMin {
-		t.Fatalf("new batch: ifindex %d, %d packets, arena %d", b.Ifindex, cap(b.Packets), cap(b.arena))
+	if b.Ifindex != 7 || cap(b.Packets) != 4 || b.arena != nil {
+		t.Fatalf("new batch: ifindex %d, %d packets, arena %d before any payload", b.Ifindex, cap(b.Packets), cap(b.arena))
 	}
 	src := make([]byte, 300)
 	for i := range src {
@@ -54,6 +54,9 @@ func TestBatchPayloadArena(t *testing.T) {
 	*p = Packet{Payload: src}
 	if !b.keepPayload(p, 100) {
 		t.Fatal("no room in an empty arena")
+	}
+	if cap(b.arena) != batchArenaMin {
+		t.Fatalf("arena of %d bytes made on first payload, want %d", cap(b.arena), batchArenaMin)
 	}
 	if len(p.Payload) != 100 || cap(p.Payload) != 100 || &p.Payload[0] == &src[0] || p.Payload[99] != 99 {
 		t.Errorf("payload not copied and cut: len %d cap %d", len(p.Payload), cap(p.Payload))

@@ -331,6 +331,10 @@ func (lc *LiveCapture) read(ctx context.Context, r *reader, pool *batchPool, out
 				*p = saved
 				b.keepPayload(p, limit)
 			}
+		} else {
+			// The filter cut bulk data at its header: no slice into the
+			// ring may outlive the read.
+			p.Payload = nil
 		}
 		if b.full() || !a.pending() {
 			flush()

@@ -54,7 +54,7 @@ func (t *Table) rollup(f *Flow) {
 		packetsOut: f.PacketsOut - f.reported.packetsOut,
 		packetsIn:  f.PacketsIn - f.reported.packetsIn,
 	}
-	newConn := !f.reported.connection
+	newConn := !f.reportedConn
 	if d.packetsOut == 0 && d.packetsIn == 0 && !newConn {
 		return
 	}
@@ -88,15 +88,16 @@ func (t *Table) rollup(f *Flow) {
 	if newConn {
 		iv.Connections++
 	}
-	f.reported = counters{bytesOut: f.BytesOut, bytesIn: f.BytesIn, packetsOut: f.PacketsOut, packetsIn: f.PacketsIn, connection: true}
+	f.reported = counters{bytesOut: f.BytesOut, bytesIn: f.BytesIn, packetsOut: f.PacketsOut, packetsIn: f.PacketsIn}
+	f.reportedConn = true
 }
 
 // Flush ends the current interval at now and returns its records, sorted by
 // workload, direction, destination and port so that replays are
 // reproducible. The slice is the caller's.
 func (t *Table) Flush(now time.Time) []Interval {
-	for i := range t.slab {
-		if f := &t.slab[i]; f.live {
+	for i := range int32(t.slab.len()) {
+		if f := t.slab.at(i); f.live {
 			t.rollup(f)
 		}
 	}

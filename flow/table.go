@@ -63,9 +63,13 @@ func (c Config) Validate() error {
 }
 
 // Flow is one tracked flow. Times are unix nanoseconds to keep the entry
-// small: the table holds hundreds of thousands of them.
+// small: the table holds hundreds of thousands of them. The field order is
+// for size: gen fills the 4 bytes Key's 44 leave before the 8-byte
+// fields, and the one-byte fields share one word, so a Flow is 160 bytes
+// with no padding (BenchmarkFlowMemory).
 type Flow struct {
 	Key
+	gen         uint32 // bumped when the slot is reused, so stale settle-queue entries are ignored
 	First, Last int64
 	BytesOut    uint64 // sent by the workload (IP bytes)
 	BytesIn     uint64
@@ -77,18 +81,18 @@ type Flow struct {
 	Outbound    bool  // the workload opened the connection: Remote is one of its destinations
 	ICMPType    uint8 // ICMP and ICMPv6: the type of the flow's first packet
 
-	settled  bool // the connection has been reported (named, or given up waiting)
-	finOut   bool
-	finIn    bool
-	live     bool
-	gen      uint32 // bumped when the slot is reused, so stale settle-queue entries are ignored
-	reported counters
-	hello    *[]byte // ClientHello bytes gathered across segments; nil almost always
+	settled      bool // the connection has been reported (named, or given up waiting)
+	finOut       bool
+	finIn        bool
+	live         bool
+	reportedConn bool // the flow's opening was counted in an interval
+	reported     counters
+	hello        *[]byte // ClientHello bytes gathered across segments; nil almost always
 }
 
+// counters are a flow's totals as last rolled up into an interval.
 type counters struct {
 	bytesOut, bytesIn, packetsOut, packetsIn uint64
-	connection                               bool // the flow's opening was counted in an interval
 }
 
 // Connection is reported once per connection the workload opens, when its
@@ -135,7 +139,7 @@ type Stats struct {
 type Table struct {
 	cfg    Config
 	index  map[Key]int32
-	slab   []Flow
+	slab   slab
 	free   []int32
 	clock  int // eviction hand over slab
 	settle []settleEntry
@@ -182,7 +186,7 @@ func (t *Table) Lookup(k Key) (Flow, bool) {
 	if !ok {
 		return Flow{}, false
 	}
-	return t.slab[i], true
+	return *t.slab.at(i), true
 }
 
 // Update folds one packet into the flow of workload wl. fromWorkload says
@@ -200,7 +204,7 @@ func (t *Table) Update(p *capture.Packet, wl WorkloadID, fromWorkload bool) {
 	if !ok {
 		idx = t.create(k, p, fromWorkload, now)
 	}
-	f := &t.slab[idx]
+	f := t.slab.at(idx)
 	f.Last = now
 	n := uint64(p.IPLength)
 	if fromWorkload {
@@ -273,10 +277,9 @@ func (t *Table) create(k Key, p *capture.Packet, fromWorkload bool, now int64) i
 		idx = t.free[n-1]
 		t.free = t.free[:n-1]
 	} else {
-		t.slab = append(t.slab, Flow{})
-		idx = int32(len(t.slab) - 1)
+		idx = t.slab.add()
 	}
-	f := &t.slab[idx]
+	f := t.slab.at(idx)
 	gen := f.gen + 1
 	*f = Flow{Key: k, First: now, Last: now, live: true, gen: gen}
 	f.Outbound = openedByWorkload(p, fromWorkload)
@@ -474,8 +477,18 @@ func (t *Table) report(f *Flow, now int64) {
 func (t *Table) TakeConnections() []Connection {
 	c := t.conns
 	t.conns = t.conns[:0]
+	if cap(c) > maxKeptConnections {
+		// A burst of new connections (a scan, a restart) left a large
+		// array behind; keeping it would cost every flow of the burst
+		// another 168 bytes for good. The caller still owns c.
+		t.conns = nil
+	}
 	return c
 }
+
+// maxKeptConnections bounds the reported-connections array kept between
+// calls of TakeConnections.
+const maxKeptConnections = 4096
 
 // SettleDue reports the connections that have waited SettleAfter for a name.
 func (t *Table) SettleDue(now time.Time) {
@@ -486,20 +499,27 @@ func (t *Table) SettleDue(now time.Time) {
 		if e.due > n {
 			break
 		}
-		f := &t.slab[e.idx]
+		f := t.slab.at(e.idx)
 		if f.live && f.gen == e.gen && !f.settled {
 			t.report(f, n)
 		}
 	}
-	t.settle = append(t.settle[:0], t.settle[i:]...)
+	rest := t.settle[i:]
+	if cap(t.settle) > maxKeptConnections && len(rest) < cap(t.settle)/4 {
+		// Hand the array of a burst back once it has settled, as
+		// TakeConnections does.
+		t.settle = append(make([]settleEntry, 0, 2*len(rest)), rest...)
+		return
+	}
+	t.settle = append(t.settle[:0], rest...)
 }
 
 // Expire removes flows idle past their timeout, rotates flows older than
 // MaxAge, and folds the counters of removed flows into the current interval.
 func (t *Table) Expire(now time.Time) {
 	n := now.UnixNano()
-	for i := range t.slab {
-		f := &t.slab[i]
+	for i := range int32(t.slab.len()) {
+		f := t.slab.at(i)
 		if !f.live {
 			continue
 		}
@@ -542,8 +562,8 @@ func (t *Table) evictOne(now int64) {
 	const scan = 64
 	victim := int32(-1)
 	for i := 0; i < scan || victim < 0; i++ {
-		t.clock = (t.clock + 1) % len(t.slab)
-		f := &t.slab[t.clock]
+		t.clock = (t.clock + 1) % t.slab.len()
+		f := t.slab.at(int32(t.clock))
 		if !f.live {
 			continue
 		}
@@ -560,7 +580,7 @@ func (t *Table) evictOne(now int64) {
 }
 
 func (t *Table) remove(idx int32, now int64) {
-	f := &t.slab[idx]
+	f := t.slab.at(idx)
 	if f.Outbound && !f.settled {
 		t.report(f, now)
 	}

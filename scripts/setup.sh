@@ -22,8 +22,9 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "setup: not root: no packages installed; the capture, containerd and network namespace tests will skip" >&2
 else
   need_pkgs=()
-  for p in file tshark tcpdump; do
-    command -v "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
+  # iperf3 and pmacct (pmacctd) for `make bench-capture`.
+  for p in file tshark tcpdump iperf3 pmacctd; do
+    command -v "$p" >/dev/null 2>&1 || need_pkgs+=("${p/pmacctd/pmacct}")
   done
   if [ ${#need_pkgs[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
