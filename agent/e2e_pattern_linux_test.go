@@ -121,7 +121,7 @@ func TestE2EPatternDetectors(t *testing.T) {
 	t.Logf("scan: %v %.300s", scanErr, scanOut)
 
 	var beaconing, scan detect.Anomaly
-	waitFor(t, 10*time.Second, "beaconing and port_scan anomalies", func() bool {
+	waitFor(t, 30*time.Second, "beaconing and port_scan anomalies", func() bool {
 		for _, an := range e2eAnomalies(t, a) {
 			switch an.Kind {
 			case detect.KindBeaconing:

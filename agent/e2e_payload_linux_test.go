@@ -92,7 +92,7 @@ func TestE2EPayloadDetectors(t *testing.T) {
 	}
 
 	var tunnel, mining detect.Anomaly
-	waitFor(t, 15*time.Second, "the dns_tunnel and crypto_mining anomalies", func() bool {
+	waitFor(t, 30*time.Second, "the dns_tunnel and crypto_mining anomalies", func() bool {
 		for _, an := range e2eAnomalies(t, a) {
 			switch an.Kind {
 			case detect.KindDNSTunnel:

@@ -40,8 +40,9 @@ var ErrInvalidFilter = errors.New("invalid capture filter")
 //     segments whose payload starts with 0x16 (a TLS handshake record) are
 //     kept whole: the engine parses their answers and ClientHellos.
 //   - TCP segments whose payload starts with an upper-case letter (an
-//     HTTP/1 request's method) are cut to snapLen: the Host header is read
-//     from there.
+//     HTTP/1 request's method) or with '{' (a JSON-RPC line: the stratum
+//     mining protocol) are cut to snapLen: the Host header and the stratum
+//     request are read from there.
 //   - Other UDP datagrams and TCP segments carrying data are cut at the
 //     end of their transport header: nothing reads bulk payload, and a
 //     frame of 60 to 90 bytes instead of snapLen lets a small ring hold
@@ -167,6 +168,8 @@ func ipFilterProgram(snap uint32) []asmInstr {
 	p.label("tcp_data")
 	p.op(bpf.LoadIndirect{Off: 0, Size: 1})
 	p.jeq(tlsHandshake, "whole", "")
+	// A JSON-RPC line (the stratum mining protocol) starts with '{'.
+	p.jeq('{', "accept", "")
 	// An HTTP/1 request starts with an upper-case method name.
 	p.emit(asmInstr{ins: bpf.JumpIf{Cond: bpf.JumpGreaterOrEqual, Val: 'A'}, jf: "headers"})
 	p.emit(asmInstr{ins: bpf.JumpIf{Cond: bpf.JumpGreaterThan, Val: 'Z'}, jt: "headers", jf: "accept"})

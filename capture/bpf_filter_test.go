@@ -80,7 +80,7 @@ func filterRefL4(b []byte, proto byte, off int, snap uint32) uint32 {
 			switch {
 			case b[p] == tlsHandshake:
 				return FilterWholePacket
-			case b[p] >= 'A' && b[p] <= 'Z':
+			case b[p] >= 'A' && b[p] <= 'Z', b[p] == '{':
 				return snap
 			}
 			return uint32(p)

@@ -91,11 +91,11 @@ func TestDNSChurnDoesNotAlert(t *testing.T) {
 		t.Errorf("profile grew from %d to %d destinations, %d unlisted connections", learned, len(p.Destinations), p.UnlistedConnections)
 	}
 
-	// The control: an address no answer named is a new destination.
+	// The control: a public address no answer named is raw-IP egress.
 	raw := netip.MustParseAddr("198.18.250.1")
 	w.conn(at.Add(2*time.Minute), podV4, raw, 443, 20_000)
 	e.Advance(at.Add(3 * time.Minute))
-	if len(out.anomalies) != 1 || out.anomalies[0].Kind != detect.KindNewDestination || out.anomalies[0].Destination.IP != raw.String() {
-		t.Fatalf("unnamed address: anomalies %+v, want one new_destination to %s", out.anomalies, raw)
+	if len(out.anomalies) != 1 || out.anomalies[0].Kind != detect.KindRawIPEgress || out.anomalies[0].Destination.IP != raw.String() {
+		t.Fatalf("unnamed address: anomalies %+v, want one raw_ip_egress to %s", out.anomalies, raw)
 	}
 }

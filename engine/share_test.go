@@ -54,8 +54,8 @@ func TestAdoptShared(t *testing.T) {
 	w.conn(churnStart.Add(10*time.Second), podV4, known, 443, 5_000)
 	w.conn(churnStart.Add(11*time.Second), podV4, fresh, 443, 5_000)
 	e.Advance(churnStart.Add(20 * time.Second))
-	if len(out.anomalies) != 1 || out.anomalies[0].Kind != detect.KindNewDestination || out.anomalies[0].Destination.IP != fresh.String() {
-		t.Fatalf("anomalies %+v, want one new_destination to %s", out.anomalies, fresh)
+	if len(out.anomalies) != 1 || out.anomalies[0].Kind != detect.KindRawIPEgress || out.anomalies[0].Destination.IP != fresh.String() {
+		t.Fatalf("anomalies %+v, want one raw_ip_egress to %s", out.anomalies, fresh)
 	}
 
 	// Profiles loaded from the store are never asked about.

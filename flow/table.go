@@ -81,14 +81,19 @@ type Flow struct {
 	Outbound    bool  // the workload opened the connection: Remote is one of its destinations
 	ICMPType    uint8 // ICMP and ICMPv6: the type of the flow's first packet
 
-	settled      bool // the connection has been reported (named, or given up waiting)
-	finOut       bool
-	finIn        bool
+	settled      bool  // the connection has been reported (named, or given up waiting)
+	fin          uint8 // finOut and finIn: who has sent a FIN
 	live         bool
 	reportedConn bool // the flow's opening was counted in an interval
 	reported     counters
 	hello        *[]byte // ClientHello bytes gathered across segments; nil almost always
 }
+
+// Bits of Flow.fin.
+const (
+	finOut uint8 = 1 << iota // the workload sent a FIN
+	finIn                    // the remote end sent a FIN
+)
 
 // counters are a flow's totals as last rolled up into an interval.
 type counters struct {
@@ -248,11 +253,11 @@ func (f *Flow) trackTCP(flags uint8, fromWorkload bool) {
 			return
 		}
 		if fromWorkload {
-			f.finOut = true
+			f.fin |= finOut
 		} else {
-			f.finIn = true
+			f.fin |= finIn
 		}
-		if f.finOut && f.finIn {
+		if f.fin == finOut|finIn {
 			f.TCP = TCPClosed
 		} else {
 			f.TCP = TCPClosing
