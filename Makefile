@@ -10,6 +10,7 @@ GOBIN     ?= $(shell $(GO) env GOPATH)/bin
 LINT      := $(GOBIN)/golangci-lint
 LINT_VERSION := v2.15.0
 FUZZTIME  ?= 30s
+FUZZJOBS  ?= 3
 PCAPS     ?= ../shared/data/pcaps
 
 export CGO_ENABLED = 0
@@ -24,7 +25,7 @@ build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/egresswatch
 
 # The whole suite, as CI runs it.
-test: setup lint static-check unit
+test: setup lint static-check unit fuzz
 
 setup:
 	bash scripts/setup.sh
@@ -59,8 +60,10 @@ bench:
 bench-capture:
 	bash scripts/bench-capture.sh
 
+# Every native fuzz target for FUZZTIME, FUZZJOBS at a time; a crasher
+# fails and is kept under the package's testdata/fuzz as a regression test.
 fuzz:
-	bash scripts/fuzz.sh $(FUZZTIME)
+	FUZZJOBS=$(FUZZJOBS) bash scripts/fuzz.sh $(FUZZTIME)
 
 clean:
 	rm -rf bin bench.txt

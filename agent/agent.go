@@ -155,7 +155,8 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		sink = alertSink{next: sink, d: a.alert}
 	}
 	act := newActivity(sink)
-	eng, err := engine.New(a.cfg.EngineConfig(), a.log, reg, ifaces, act, profiles)
+	batched := &anomalyBatcher{next: act}
+	eng, err := engine.New(a.cfg.EngineConfig(), a.log, reg, ifaces, batched, profiles)
 	if err != nil {
 		_ = a.ln.Close()
 		return err
@@ -202,7 +203,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		return a.feed.Run(gctx, packets)
 	})
 	g.Go(func() error {
-		l := loop{a: a, eng: eng, ifaces: ifaces, act: act, packets: packets, links: a.feed.Links(), feedDone: feedDone, reviews: review, share: share}
+		l := loop{a: a, eng: eng, ifaces: ifaces, act: act, pending: batched, packets: packets, links: a.feed.Links(), feedDone: feedDone, reviews: review, share: share}
 		return l.run(gctx)
 	})
 	a.log.Info("agent started", "node", a.cfg.NodeName, "listen", a.ln.Addr().String(), "data_dir", a.cfg.DataDir,
@@ -221,6 +222,7 @@ type loop struct {
 	eng      *engine.Engine
 	ifaces   *interfaces
 	act      *activity
+	pending  *anomalyBatcher // the engine's anomalies until the next tick
 	packets  <-chan *capture.Batch
 	links    <-chan linkEvent
 	feedDone <-chan struct{} // closed when capture has handed over its last batch
@@ -269,10 +271,14 @@ func (l *loop) batch(b *capture.Batch) {
 }
 
 func (l *loop) tick(now time.Time) {
+	var running map[int]capture.Link // read once, when needed: it walks every interface
 	for _, st := range l.ifaces.byIndex {
 		if st.nsid < 0 {
 			// Its link event was missed or came after its first packets.
-			if link, ok := l.a.feed.link(st.index); ok {
+			if running == nil {
+				running = l.a.feed.runningLinks()
+			}
+			if link, ok := running[st.index]; ok {
 				st.name, st.nsid = link.Name, link.NetNSID
 			}
 		}
@@ -295,6 +301,9 @@ func (l *loop) tick(now time.Time) {
 		l.share.adopt(now, l.eng)
 	}
 	l.eng.Advance(now)
+	if err := l.pending.flush(); err != nil {
+		l.a.log.Error("write anomalies", "err", err)
+	}
 	if now.Sub(l.lastSave) >= time.Minute {
 		l.lastSave = now
 		if err := l.act.SaveProfiles(l.eng.Profiles()); err != nil {

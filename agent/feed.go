@@ -51,15 +51,18 @@ func (f *liveFeed) Run(ctx context.Context, out chan<- *capture.Batch) error {
 }
 func (f *liveFeed) Links() <-chan linkEvent { return f.links }
 
-// link returns what capture knows of an interface, for one whose event was
-// missed.
-func (f *liveFeed) link(index int) (capture.Link, bool) {
+// runningLinks returns what capture knows of every interface it reads, by
+// index, for those whose event was missed. One call serves a whole tick:
+// asking per interface would walk every interface for each (quadratic
+// when hundreds of veths come at once).
+func (f *liveFeed) runningLinks() map[int]capture.Link {
+	out := make(map[int]capture.Link)
 	for _, s := range f.lc.Stats() {
-		if s.Link.Index == index && s.Running {
-			return s.Link, true
+		if s.Running {
+			out[s.Link.Index] = s.Link
 		}
 	}
-	return capture.Link{}, false
+	return out
 }
 
 // Counters reads every interface's counters; safe for concurrent use.

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -19,8 +18,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/egresswatch/egresswatch/internal/netnstest"
 )
@@ -222,22 +219,8 @@ func TestPrometheusScrapesAgent(t *testing.T) {
 	cfg.Containerd.Socket = filepath.Join(t.TempDir(), "none.sock")
 	cfg.Capture.Include = []string{veth.HostName}
 	cfg.Capture.HoldTimeout = Duration(100 * time.Millisecond)
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	a, err := New(cfg, log, prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
-	base := "http://" + a.Addr()
-	waitFor(t, 5*time.Second, "ready", func() bool { c, _ := get(t, base+"/readyz"); return c == 200 })
+	a := startAgent(t, cfg, slog.LevelWarn)
+	base := a.base
 
 	prom := startPrometheus(t, bin, a.Addr())
 	series := fmt.Sprintf(`egresswatch_capture_packets_total{job="egresswatch",interface=%q}`, veth.HostName)

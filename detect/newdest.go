@@ -87,6 +87,7 @@ func (c NewDestinationConfig) Validate() error {
 type NewDestination struct {
 	cfg     NewDestinationConfig
 	alerted map[alertKey]time.Time // when each (workload, destination) last alerted
+	order   alertOrder             // the same pairs, oldest alert first
 }
 
 type alertKey struct {
@@ -152,23 +153,10 @@ func (d *NewDestination) Forget(workload string) {
 
 func (d *NewDestination) remember(now time.Time, key alertKey) {
 	if _, ok := d.alerted[key]; !ok && len(d.alerted) >= d.cfg.MaxTracked {
-		var oldest alertKey
-		var oldestAt time.Time
-		first := true
-		for k, at := range d.alerted {
-			if now.Sub(at) >= d.cfg.ReAlertInterval {
-				delete(d.alerted, k)
-				continue
-			}
-			if first || at.Before(oldestAt) {
-				oldest, oldestAt, first = k, at, false
-			}
-		}
-		if len(d.alerted) >= d.cfg.MaxTracked {
-			delete(d.alerted, oldest)
-		}
+		d.order.evictOldest(d.alerted)
 	}
 	d.alerted[key] = now
+	d.order.push(key, now, d.alerted)
 }
 
 func (d *NewDestination) anomaly(now time.Time, p *baseline.Profile, c Connection) Anomaly {

@@ -381,8 +381,9 @@ func (t *Table) inspect(f *Flow, idx int32, p *capture.Packet, fromWorkload bool
 			f.Name, f.NameSource = sni, NameSNI
 		case dissect.TLSNeedMore:
 			if need <= t.cfg.MaxHelloBytes {
-				b := make([]byte, 0, need)
-				b = append(b, p.Payload...)
+				// Sized by the bytes sent, not by need: a record header
+				// claiming 16 KiB must not buy 16 KiB per connection.
+				b := append([]byte(nil), p.Payload...)
 				f.hello = &b
 				t.stats.HelloBuffers++
 				return
