@@ -45,20 +45,33 @@ type interfaces struct {
 	holdTimeout time.Duration
 	byIndex     map[int]*ifaceState
 	handles     map[int]flow.WorkloadID // ifindex → workload, for the hot path
+	// gone keeps the workload of recently removed interfaces (at most
+	// maxGone, oldest forgotten first): packets captured just before a
+	// link went away still arrive after its removal and belong to it.
+	gone        map[int]flow.WorkloadID
+	goneOrder   []int
 	heldDropped uint64
 }
+
+// maxGone bounds the removed interfaces whose late packets are still
+// attributed.
+const maxGone = 1024
 
 func newInterfaces(reg *workload.Registry, lookup ownerLookup, holdMax int, holdTimeout time.Duration) *interfaces {
 	return &interfaces{
 		reg: reg, lookup: lookup, holdMax: holdMax, holdTimeout: holdTimeout,
 		byIndex: make(map[int]*ifaceState), handles: make(map[int]flow.WorkloadID),
+		gone: make(map[int]flow.WorkloadID),
 	}
 }
 
 // Resolve implements engine.Resolver: the workload behind the interface
 // sent egress packets and received ingress ones.
 func (in *interfaces) Resolve(p *capture.Packet) (src, dst flow.WorkloadID) {
-	h := in.handles[p.Ifindex]
+	h, ok := in.handles[p.Ifindex]
+	if !ok {
+		h = in.gone[p.Ifindex]
+	}
 	switch p.Dir {
 	case capture.DirEgress:
 		return h, 0
@@ -83,6 +96,7 @@ func (in *interfaces) add(index int, name string, nsid int, now time.Time) {
 		in.resolve(st, now)
 		return
 	}
+	delete(in.gone, index) // the index is reused
 	st := &ifaceState{index: index, name: name, nsid: nsid, since: now}
 	in.byIndex[index] = st
 	in.resolve(st, now)
@@ -90,6 +104,14 @@ func (in *interfaces) add(index int, name string, nsid int, now time.Time) {
 
 // remove forgets an interface. Its flows age out of the table as usual.
 func (in *interfaces) remove(index int) {
+	if h, ok := in.handles[index]; ok {
+		if len(in.goneOrder) >= maxGone {
+			delete(in.gone, in.goneOrder[0])
+			in.goneOrder = in.goneOrder[1:]
+		}
+		in.gone[index] = h
+		in.goneOrder = append(in.goneOrder, index)
+	}
 	delete(in.byIndex, index)
 	delete(in.handles, index)
 }
@@ -100,6 +122,9 @@ func (in *interfaces) remove(index int) {
 func (in *interfaces) ready(p *capture.Packet) bool {
 	if _, ok := in.handles[p.Ifindex]; ok {
 		return true
+	}
+	if _, ok := in.gone[p.Ifindex]; ok {
+		return true // a late packet of a removed interface
 	}
 	st := in.byIndex[p.Ifindex]
 	if st == nil {

@@ -69,3 +69,40 @@ func TestInterfacesUnknownAfterTimeout(t *testing.T) {
 		t.Error("an unknown interface should still be retried")
 	}
 }
+
+func TestInterfacesLatePacketsOfRemovedLink(t *testing.T) {
+	t0 := time.Date(2026, 11, 29, 10, 0, 0, 0, time.UTC)
+	web := owner{Identity: workload.Identity{Namespace: "shop", Kind: "deployment", Name: "web"}}
+	in := newInterfaces(workload.NewRegistry(), func(int) (owner, bool) { return web, true }, 10, 5*time.Second)
+	in.add(7, "veth1", 42, t0)
+	p := capture.Packet{Time: t0, Ifindex: 7, Dir: capture.DirEgress}
+	want, _ := in.Resolve(&p)
+	in.remove(7)
+
+	// Packets captured before the removal arrive after it: still the
+	// workload's, and no interface entry comes back for them.
+	if !in.ready(&p) {
+		t.Fatal("late packet of a removed interface held")
+	}
+	if src, _ := in.Resolve(&p); src != want || src == 0 {
+		t.Errorf("late packet resolved to %v, want %v", src, want)
+	}
+	if len(in.byIndex) != 0 || len(in.handles) != 0 {
+		t.Errorf("removed interface came back: %d entries, %d handles", len(in.byIndex), len(in.handles))
+	}
+
+	// The index reused by a new link is that link's, not the old one's.
+	in.add(7, "veth2", 43, t0.Add(time.Second))
+	if _, ok := in.gone[7]; ok {
+		t.Error("a reused index still names the removed interface")
+	}
+
+	// The memory of removed interfaces is bounded.
+	for i := range 3 * maxGone {
+		in.add(1000+i, "v", 1000+i, t0)
+		in.remove(1000 + i)
+	}
+	if len(in.gone) > maxGone || len(in.goneOrder) > maxGone {
+		t.Errorf("%d removed interfaces remembered, bound %d", len(in.gone), maxGone)
+	}
+}
