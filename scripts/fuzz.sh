@@ -5,7 +5,11 @@
 # `func FuzzXxx(f *testing.F)` in a _test.go file), so new ones join without
 # editing this script.
 #
-# A crasher fails the run. `go test -fuzz` writes it under the package's
+# A crasher fails the run. Go 1.26's fuzz coordinator can also fail a
+# target with a bare "context deadline exceeded" as -fuzztime runs out
+# (go.dev/issue/75804, fixed in Go 1.27): when that is the only failure and
+# no input was written, the target did fuzz for its time and found nothing,
+# so it is reported as "ok*" and does not fail the run. `go test -fuzz` writes it under the package's
 # testdata/fuzz/<Target>/, where plain `go test` replays it as a regression
 # test from then on: fix the bug and commit the file.
 #
@@ -72,7 +76,16 @@ for t in "${targets[@]}"; do
 done
 wait || true
 
+# deadline_race reports whether a failed run's only failure is the
+# coordinator's own deadline, with no failing input written.
+deadline_race() {
+  ! grep -q 'Failing input written to' "$1" &&
+    [ "$(grep -c '^--- FAIL' "$1")" = 1 ] &&
+    grep -A1 '^--- FAIL' "$1" | tail -n1 | grep -qx '    context deadline exceeded'
+}
+
 status=0
+races=0
 printf '\n%-22s %-24s %-6s %6s %12s %8s\n' PACKAGE TARGET RESULT SECS EXECS NEW
 for t in "${targets[@]}"; do
   read -r dir target <<<"$t"
@@ -84,7 +97,11 @@ for t in "${targets[@]}"; do
   execs=$(sed -nE 's/.*execs: ([0-9]+).*/\1/p' <<<"$last")
   fresh=$(sed -nE 's/.*new interesting: ([0-9]+).*/\1/p' <<<"$last")
   result=ok
-  if [ "$rc" != 0 ]; then
+  if [ "$rc" != 0 ] && deadline_race "$log.out"; then
+    result='ok*'
+    races=$((races + 1))
+    echo 0 >"$log.rc"
+  elif [ "$rc" != 0 ]; then
     result=FAIL
     status=1
   fi
@@ -104,6 +121,10 @@ for t in "${targets[@]}"; do
     echo "fuzz: fix the bug and commit the file: go test -run '${target}/$(basename "$crasher")' ./${dir}"
   fi
 done
+if [ "$races" -gt 0 ]; then
+  echo
+  echo "fuzz: ok* = ${races} target(s) ended with Go's own 'context deadline exceeded' at the end of their time and wrote no input (go.dev/issue/75804): not a finding."
+fi
 echo
 echo "fuzz: ${#targets[@]} targets in $((SECONDS - start))s: $([ $status = 0 ] && echo ok || echo FAILED)"
 exit $status
