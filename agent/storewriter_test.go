@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -196,5 +197,32 @@ func TestStoreWriterCloseFlushes(t *testing.T) {
 	}
 	if d := w.guard.intervals.Load() + w.guard.errors.Load(); d != 0 {
 		t.Errorf("%d records dropped or writes failed", d)
+	}
+}
+
+func TestStoreConfig(t *testing.T) {
+	tests := []struct {
+		yaml    string
+		wantErr string // "" for valid
+	}{
+		{"storage:\n  top_destinations: 50\n  queue_records: 10\ncapture:\n  batch_packets: 256\n", ""},
+		{"storage:\n  top_destinations: 0\n", "storage.top_destinations"},
+		{"storage:\n  queue_records: -1\n", "storage.queue_records"},
+		{"capture:\n  batch_packets: -1\n", "capture.batch_packets"},
+		{"capture:\n  batch_packets: 70000\n", "capture.batch_packets"},
+	}
+	for _, tt := range tests {
+		cfg := DefaultConfig()
+		cfg.NodeName = "n"
+		if err := Parse([]byte(tt.yaml), &cfg); err != nil {
+			t.Fatalf("%q: %v", tt.yaml, err)
+		}
+		err := cfg.Validate()
+		switch {
+		case tt.wantErr == "" && err != nil:
+			t.Errorf("%q: %v", tt.yaml, err)
+		case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+			t.Errorf("%q: error %v, want one naming %s", tt.yaml, err, tt.wantErr)
+		}
 	}
 }
