@@ -34,7 +34,8 @@ type Agent struct {
 	log    *slog.Logger
 	reg    *prometheus.Registry
 	store  *storage.Store
-	guard  *storeGuard // the store as the engine writes to it
+	guard  *storeGuard  // the store's failure accounting
+	writer *storeWriter // the store as the engine writes to it
 	ln     net.Listener
 	token  string // the local API's bearer token, "" for none
 	feed   *liveFeed
@@ -104,7 +105,8 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Agent, error)
 	}
 	a.feed = feed
 	a.guard = newStoreGuard(StoreSink{st}, st.Path(), log)
-	reg.MustRegister(newCollector(&a.snap, a.feed.Counters), newStoreCollector(a.guard))
+	a.writer = newStoreWriter(st, a.guard, cfg.Storage.TopDestinations, cfg.Storage.QueueRecords, log)
+	reg.MustRegister(newCollector(&a.snap, a.feed.Counters), newStoreCollector(a.guard, a.writer))
 	reg.MustRegister(newPatternCollector(&a.snap))
 	if ic, ok := cfg.InfluxSinkConfig(); ok {
 		s, err := influx.New(ic, log.With("component", "influx"))
@@ -147,7 +149,9 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	}
 	reg := workload.NewRegistry()
 	ifaces := newInterfaces(reg, a.attr.Owner, a.cfg.Capture.HoldPackets, a.cfg.Capture.HoldTimeout.D())
-	var sink engine.Sink = a.guard
+	go a.writer.run()
+	defer a.writer.close() // before the store closes: writes what is queued
+	var sink engine.Sink = a.writer
 	if a.influx != nil {
 		sink = Tee{sink, a.influx}
 	}
@@ -352,6 +356,7 @@ func (l *loop) shutdown(now time.Time) error {
 	}
 	l.ifaces.resolveAll(now.Add(l.a.cfg.Capture.HoldTimeout.D()), l.eng.Packet)
 	err := l.eng.Close(now)
+	l.a.writer.close()
 	l.publish(now, l.a.feed.Counters())
 	if why := l.a.guard.degraded(); why != "" {
 		l.a.log.Error("agent stopped; the last intervals and baselines could not be stored", "why", why)
@@ -446,25 +451,17 @@ func (s StoreSink) WriteIntervals(recs []engine.IntervalRecord) error {
 }
 
 func (s StoreSink) WriteAnomalies(as []detect.Anomaly) error {
-	docs := make([]storage.AnomalyDoc, 0, len(as))
-	for _, a := range as {
-		b, err := json.Marshal(a)
-		if err != nil {
-			return fmt.Errorf("encode anomaly: %w", err)
-		}
-		docs = append(docs, storage.AnomalyDoc{ID: a.ID, Time: a.Time, Kind: string(a.Kind), Workload: a.Workload.Key(), JSON: b})
+	docs, err := anomalyDocs(as)
+	if err != nil {
+		return err
 	}
 	return s.Store.AppendAnomalies(docs)
 }
 
 func (s StoreSink) SaveProfiles(ps []*baseline.Profile) error {
-	docs := make(map[string][]byte, len(ps))
-	for _, p := range ps {
-		b, err := json.Marshal(p)
-		if err != nil {
-			return fmt.Errorf("encode profile %s: %w", p.Workload, err)
-		}
-		docs[p.Workload] = b
+	docs, err := profileDocs(ps)
+	if err != nil {
+		return err
 	}
 	return s.Store.SaveProfiles(docs)
 }

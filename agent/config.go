@@ -59,6 +59,7 @@ type CaptureConfig struct {
 	Blocks       int      `json:"blocks"`     // ring blocks per interface
 	BlockTimeout Duration `json:"block_timeout"`
 	QueueBatches int      `json:"queue_batches"` // batches between capture and the engine
+	BatchPackets int      `json:"batch_packets"` // packets per batch; 0: capture.DefaultBatchSize
 	HoldPackets  int      `json:"hold_packets"`  // per interface, while its container is not known yet
 	HoldTimeout  Duration `json:"hold_timeout"`  // then the interface is attributed to unknown/<interface>
 }
@@ -87,6 +88,13 @@ type FlowsConfig struct {
 // StorageConfig is the embedded store.
 type StorageConfig struct {
 	Retention Duration `json:"retention"`
+	// TopDestinations is how many egress destinations per workload and
+	// interval keep a record of their own; the rest are summed into one
+	// record with destination "other".
+	TopDestinations int `json:"top_destinations"`
+	// QueueRecords bounds the interval records waiting for the store's
+	// writer; past it they are dropped and counted.
+	QueueRecords int `json:"queue_records"`
 }
 
 // Duration is a time.Duration written as "90s", "24h" in the file.
@@ -141,7 +149,7 @@ func DefaultConfig() Config {
 			FoldIPv6Bits: e.Baseline.FoldIPv6Bits,
 		},
 		Flows:     FlowsConfig{MaxFlows: e.Flow.MaxFlows, Interval: Duration(e.Interval)},
-		Storage:   StorageConfig{Retention: Duration(14 * 24 * time.Hour)},
+		Storage:   StorageConfig{Retention: Duration(14 * 24 * time.Hour), TopDestinations: 1000, QueueRecords: 65536},
 		Detectors: defaultDetectorsConfig(),
 	}
 }
@@ -238,11 +246,17 @@ func (c Config) Validate() error {
 	if cp.BlockTimeout.D() <= 0 || cp.BlockTimeout.D() > 10*time.Second {
 		bad("capture.block_timeout %v: must be positive and at most 10s", cp.BlockTimeout.D())
 	}
+	if cp.BatchPackets < 0 || cp.BatchPackets > 1<<16 {
+		bad("capture.batch_packets %d: must be between 0 (the default) and 65536", cp.BatchPackets)
+	}
 	if cp.QueueBatches < 1 || cp.HoldPackets < 0 || cp.HoldTimeout.D() < 0 {
 		bad("capture.queue_batches must be positive; hold_packets and hold_timeout must not be negative")
 	}
 	if c.Storage.Retention.D() <= 0 {
 		bad("storage.retention must be positive")
+	}
+	if c.Storage.TopDestinations < 1 || c.Storage.QueueRecords < 1 {
+		bad("storage.top_destinations and storage.queue_records must be positive")
 	}
 	if err := c.EngineConfig().Validate(); err != nil {
 		errs = append(errs, err)

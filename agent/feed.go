@@ -26,7 +26,8 @@ func newLiveFeed(cfg CaptureConfig, log *slog.Logger) (*liveFeed, error) {
 			NumBlocks:    cfg.Blocks,
 			BlockTimeout: cfg.BlockTimeout.D(),
 		},
-		OnLink: f.onLink,
+		BatchSize: cfg.BatchPackets,
+		OnLink:    f.onLink,
 	}, log)
 	if err != nil {
 		return nil, err

@@ -18,8 +18,9 @@ import (
 // and the first write that succeeds again is logged once too. The engine
 // sees no error from the store, so its own sink error stays for the others.
 //
-// The write methods are called from the engine goroutine only; the counters
-// are read by scrapes and probes, hence atomic.
+// The write methods are called from the store writer's goroutine only; the
+// counters are read by scrapes and probes, and the writer's queue adds its
+// drops to them, hence atomic.
 type storeGuard struct {
 	next engine.Sink
 	log  *slog.Logger
@@ -29,7 +30,7 @@ type storeGuard struct {
 	lastErr atomic.Pointer[string] // why the latest write failed, for /readyz
 	// Writes that failed, and what they held.
 	errors, intervals, anomalies, profiles atomic.Uint64
-	failedSince                            uint64 // writes failed in the current outage; engine goroutine only
+	failedSince                            uint64 // writes failed in the current outage; writer goroutine only
 }
 
 func newStoreGuard(next engine.Sink, path string, log *slog.Logger) *storeGuard {
@@ -85,15 +86,20 @@ func (g *storeGuard) degraded() string {
 
 // storeCollector exposes the guard's counters.
 type storeCollector struct {
-	g                 *storeGuard
-	dropped, writable *prometheus.Desc
+	g                                 *storeGuard
+	w                                 *storeWriter
+	dropped, writable, folded, queued *prometheus.Desc
 }
 
-func newStoreCollector(g *storeGuard) *storeCollector {
+func newStoreCollector(g *storeGuard, w *storeWriter) *storeCollector {
 	return &storeCollector{
-		g: g,
+		g: g, w: w,
 		dropped: prometheus.NewDesc("egresswatch_storage_dropped_records_total",
-			"Records the store could not take (disk full, read-only), by kind: interval, anomaly, profile (a profile is saved again at the next save).", []string{"kind"}, nil),
+			"Records the store could not take (disk full, read-only, or its write queue full), by kind: interval, anomaly, profile (a profile is saved again at the next save).", []string{"kind"}, nil),
+		folded: prometheus.NewDesc("egresswatch_storage_folded_records_total",
+			"Interval records summed into a workload's \"other\" destination record, past storage.top_destinations.", nil, nil),
+		queued: prometheus.NewDesc("egresswatch_storage_queued_records",
+			"Interval records waiting for the store's writer.", nil, nil),
 		writable: prometheus.NewDesc("egresswatch_storage_writable",
 			"1 while the latest write to the store succeeded, 0 while writes fail.", nil, nil),
 	}
@@ -102,6 +108,8 @@ func newStoreCollector(g *storeGuard) *storeCollector {
 func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.dropped
 	ch <- c.writable
+	ch <- c.folded
+	ch <- c.queued
 }
 
 func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
@@ -113,4 +121,6 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 		w = 0
 	}
 	ch <- prometheus.MustNewConstMetric(c.writable, prometheus.GaugeValue, w)
+	ch <- prometheus.MustNewConstMetric(c.folded, prometheus.CounterValue, float64(c.w.folded.Load()))
+	ch <- prometheus.MustNewConstMetric(c.queued, prometheus.GaugeValue, float64(c.w.queued()))
 }

@@ -148,12 +148,16 @@ type Table struct {
 	free   []int32
 	clock  int // eviction hand over slab
 	settle []settleEntry
-	dns    map[WorkloadID]*dnsView
-	conns  []Connection
-	agg    map[aggKey]*Interval
-	start  time.Time // start of the current interval
-	stats  Stats
-	parser dissect.DNSParser
+	// settleHead is where the settle queue's unsettled entries start:
+	// SettleDue runs per packet, and moving the rest of a scan's queue
+	// down on every call made each packet cost the whole queue.
+	settleHead int
+	dns        map[WorkloadID]*dnsView
+	conns      []Connection
+	agg        map[aggKey]*Interval
+	start      time.Time // start of the current interval
+	stats      Stats
+	parser     dissect.DNSParser
 
 	dnsEvents []DNSEvent // the DNS messages since the last TakeDNS
 }
@@ -499,7 +503,7 @@ const maxKeptConnections = 4096
 // SettleDue reports the connections that have waited SettleAfter for a name.
 func (t *Table) SettleDue(now time.Time) {
 	n := now.UnixNano()
-	i := 0
+	i := t.settleHead
 	for ; i < len(t.settle); i++ {
 		e := t.settle[i]
 		if e.due > n {
@@ -510,14 +514,19 @@ func (t *Table) SettleDue(now time.Time) {
 			t.report(f, n)
 		}
 	}
+	t.settleHead = i
 	rest := t.settle[i:]
+	if len(rest) > i {
+		return // compacted once the settled head is as long as the rest: amortised O(1) per entry
+	}
 	if cap(t.settle) > maxKeptConnections && len(rest) < cap(t.settle)/4 {
 		// Hand the array of a burst back once it has settled, as
 		// TakeConnections does.
 		t.settle = append(make([]settleEntry, 0, 2*len(rest)), rest...)
-		return
+	} else {
+		t.settle = append(t.settle[:0], rest...)
 	}
-	t.settle = append(t.settle[:0], rest...)
+	t.settleHead = 0
 }
 
 // Expire removes flows idle past their timeout, rotates flows older than

@@ -77,6 +77,7 @@ var egresswatchVariants = map[string]string{
 	"egresswatch-timeout10ms":  "block_timeout: 10ms",
 	"egresswatch-timeout200ms": "block_timeout: 200ms",
 	"egresswatch-snap65535":    "snap_length: 65535",
+	"egresswatch-batch256":     "batch_packets: 256",
 }
 
 // CapturerByName returns the capturer called name.
