@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"context"
 	"log/slog"
 	"net"
 	"net/http"
@@ -10,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/egresswatch/egresswatch/baseline"
 	"github.com/egresswatch/egresswatch/detect"
@@ -61,25 +59,8 @@ func TestSharedProfilesAcrossNodes(t *testing.T) {
 		cfg.Influx = InfluxConfig{URL: srv.URL, Bucket: srv.Database, FlushInterval: Duration(200 * time.Millisecond),
 			Timeout: Duration(5 * time.Second), ShareProfiles: true}
 		log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo})).With("node", node)
-		a, err := New(cfg, log, prometheus.NewRegistry())
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- a.Run(ctx) }()
-		stopped := false
-		stop := func() {
-			if stopped {
-				return
-			}
-			stopped = true
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("%s: Run: %v", node, err)
-			}
-		}
-		t.Cleanup(stop)
+		ra := runAgent(t, cfg, log)
+		a, stop := ra.Agent, ra.stop
 		base := "http://" + a.Addr()
 		waitFor(t, 15*time.Second, node+": its replica's veth captured and attributed", func() bool {
 			st, ok := e2eStatus(t, base)

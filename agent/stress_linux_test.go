@@ -53,7 +53,15 @@ type runningAgent struct {
 // waits until it is ready. Messages at level and above go to the test log.
 func startAgent(t *testing.T, cfg Config, level slog.Level) *runningAgent {
 	t.Helper()
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: level}))
+	ra := runAgent(t, cfg, slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: level})))
+	waitFor(t, 5*time.Second, "ready", func() bool { c, _ := get(t, ra.base+"/readyz"); return c == 200 })
+	return ra
+}
+
+// runAgent builds and runs an agent logging to log until the test ends (or
+// stop), without waiting for it to be ready.
+func runAgent(t *testing.T, cfg Config, log *slog.Logger) *runningAgent {
+	t.Helper()
 	a, err := New(cfg, log, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
@@ -73,9 +81,7 @@ func startAgent(t *testing.T, cfg Config, level slog.Level) *runningAgent {
 		}
 	}
 	t.Cleanup(stop)
-	ra := &runningAgent{Agent: a, base: "http://" + a.Addr(), stop: stop}
-	waitFor(t, 5*time.Second, "ready", func() bool { c, _ := get(t, ra.base+"/readyz"); return c == 200 })
-	return ra
+	return &runningAgent{Agent: a, base: "http://" + a.Addr(), stop: stop}
 }
 
 // runningIndexes returns the ifindexes capture has a running reader on,
