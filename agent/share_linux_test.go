@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/egresswatch/egresswatch/baseline"
 	"github.com/egresswatch/egresswatch/detect"
 	"github.com/egresswatch/egresswatch/internal/influxtest"
