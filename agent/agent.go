@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -202,14 +203,15 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		}()
 	}
 	feedDone := make(chan struct{})
+	l := &loop{a: a, eng: eng, ifaces: ifaces, act: act, pending: batched, packets: packets, links: a.feed.Links(), feedDone: feedDone, reviews: review, share: share}
+	if a.cfg.Capture.Handoff != HandoffQueue {
+		a.feed.consumeWith(l.consume)
+	}
 	g.Go(func() error {
 		defer close(feedDone)
 		return a.feed.Run(gctx, packets)
 	})
-	g.Go(func() error {
-		l := loop{a: a, eng: eng, ifaces: ifaces, act: act, pending: batched, packets: packets, links: a.feed.Links(), feedDone: feedDone, reviews: review, share: share}
-		return l.run(gctx)
-	})
+	g.Go(func() error { return l.run(gctx) })
 	a.log.Info("agent started", "node", a.cfg.NodeName, "listen", a.ln.Addr().String(), "data_dir", a.cfg.DataDir,
 		"profiles", len(profiles))
 	err = g.Wait()
@@ -219,9 +221,11 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	return err
 }
 
-// loop is the engine goroutine: the only one that touches the engine, the
-// interfaces and the profiles.
+// loop is the engine goroutine. It and, with capture.handoff inline,
+// capture's readers (through consume) are the only ones that touch the
+// engine, the interfaces and the profiles, under mu.
 type loop struct {
+	mu       sync.Mutex
 	a        *Agent
 	eng      *engine.Engine
 	ifaces   *interfaces
@@ -244,7 +248,9 @@ func (l *loop) run(ctx context.Context) error {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	l.a.ready.Store(true)
+	l.mu.Lock()
 	l.publish(time.Now(), l.a.feed.Counters())
+	l.mu.Unlock()
 	for {
 		select {
 		case <-ctx.Done():
@@ -252,26 +258,41 @@ func (l *loop) run(ctx context.Context) error {
 		case b := <-l.packets:
 			l.batch(b)
 		case ev := <-l.links:
+			l.mu.Lock()
 			if ev.Added {
 				l.ifaces.add(ev.Index, ev.Name, ev.NSID, time.Now())
 			} else {
 				l.ifaces.remove(ev.Index)
 			}
+			l.mu.Unlock()
 		case now := <-tick.C:
+			l.mu.Lock()
 			l.tick(now)
+			l.mu.Unlock()
 		case op := <-l.reviews:
+			l.mu.Lock()
 			l.review(time.Now(), op)
+			l.mu.Unlock()
 		}
 	}
 }
 
+// batch takes a batch handed over the queue (capture.handoff queue).
 func (l *loop) batch(b *capture.Batch) {
+	l.consume(b)
+	b.Release()
+}
+
+// consume runs a batch's packets through the engine. With capture.handoff
+// inline, capture's reader goroutines call it directly.
+func (l *loop) consume(b *capture.Batch) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	for i := range b.Packets {
 		if l.ifaces.ready(&b.Packets[i]) {
 			l.eng.Packet(&b.Packets[i])
 		}
 	}
-	b.Release()
 }
 
 func (l *loop) tick(now time.Time) {
@@ -354,6 +375,9 @@ func (l *loop) shutdown(now time.Time) error {
 			drained = true
 		}
 	}
+	// A reader cut off by the timeout above may still be in consume.
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	l.ifaces.resolveAll(now.Add(l.a.cfg.Capture.HoldTimeout.D()), l.eng.Packet)
 	err := l.eng.Close(now)
 	l.a.writer.close()
@@ -374,6 +398,9 @@ func (l *loop) writeHealth(now time.Time, counters []interfaceCounters) {
 		tags := map[string]string{"node": l.a.cfg.NodeName, "interface": c.name}
 		fields := map[string]any{"packets": int64(c.packets), "bytes": int64(c.bytes),
 			"kernel_drops": int64(c.kernelDrops), "queue_drops": int64(c.queueDrops), "active": c.active}
+		if c.ringOnly {
+			fields = map[string]any{"kernel_drops": int64(c.kernelDrops), "active": c.active}
+		}
 		if err := l.a.influx.WriteAgentStats(now, fields, tags); err != nil {
 			l.a.log.Debug("agent stats not queued", "err", err)
 		}
@@ -423,6 +450,10 @@ func (l *loop) publish(now time.Time, counters []interfaceCounters) {
 		Flows:     FlowStatus{Active: s.Flow.Active, Created: s.Flow.Created, Evicted: s.Flow.Evicted},
 	}
 	for _, c := range counters {
+		if c.ringOnly {
+			st.SharedRing = &RingStatus{KernelDrops: c.kernelDrops, Active: c.active}
+			continue
+		}
 		is := InterfaceStatus{Name: c.name, Index: c.index, Packets: c.packets, Bytes: c.bytes,
 			KernelDrops: c.kernelDrops, QueueDrops: c.queueDrops, Active: c.active}
 		if h, ok := l.ifaces.handles[c.index]; ok {

@@ -179,6 +179,12 @@ func TestAgentOnAVeth(t *testing.T) {
 	if len(st.Interfaces) != 1 || st.Interfaces[0].Workload != wl || st.Interfaces[0].Packets < 7 {
 		t.Errorf("status interfaces = %+v", st.Interfaces)
 	}
+	if r := st.SharedRing; r == nil || !r.Active {
+		t.Errorf("status shared ring = %+v, want the active shared ring of the default capture mode", r)
+	}
+	if !strings.Contains(metrics, `egresswatch_capture_kernel_drops_total{interface="all"} 0`) {
+		t.Errorf("metrics lack the shared ring's kernel drops")
+	}
 
 	cancel()
 	if err := <-done; err != nil {

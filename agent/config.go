@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -52,16 +53,56 @@ type ContainerdConfig struct {
 
 // CaptureConfig tunes the AF_PACKET capture on container interfaces.
 type CaptureConfig struct {
-	Include      []string `json:"include"` // glob patterns on interface names; empty: every container veth
-	Exclude      []string `json:"exclude"`
+	Include []string `json:"include"` // glob patterns on interface names; empty: every container veth
+	Exclude []string `json:"exclude"`
+	// Mode is "shared" (one ring bound to all interfaces, whose kernel
+	// filter selects the container veths) or "per_interface" (a ring and
+	// a reader per veth, kernel drops known per interface).
+	Mode         string   `json:"mode"`
 	SnapLength   int      `json:"snap_length"`
-	BlockSize    int      `json:"block_size"` // ring block size in bytes
-	Blocks       int      `json:"blocks"`     // ring blocks per interface
+	BlockSize    int      `json:"block_size"` // ring block size in bytes; 0: the mode's default
+	Blocks       int      `json:"blocks"`     // ring blocks (per interface with per_interface); 0: the mode's default
 	BlockTimeout Duration `json:"block_timeout"`
-	QueueBatches int      `json:"queue_batches"` // batches between capture and the engine
+	// Handoff is how batches reach the engine: "inline" (capture's reader
+	// runs the engine itself; no queue, no goroutine switch) or "queue"
+	// (a queue of queue_batches batches to the engine's goroutine; full:
+	// dropped and counted as queue drops).
+	Handoff      string   `json:"handoff"`
+	QueueBatches int      `json:"queue_batches"` // batches between capture and the engine, with handoff queue
 	BatchPackets int      `json:"batch_packets"` // packets per batch; 0: capture.DefaultBatchSize
 	HoldPackets  int      `json:"hold_packets"`  // per interface, while its container is not known yet
 	HoldTimeout  Duration `json:"hold_timeout"`  // then the interface is attributed to unknown/<interface>
+}
+
+// Capture modes (capture.mode).
+const (
+	CaptureShared       = "shared"
+	CapturePerInterface = "per_interface"
+)
+
+// Handoffs from capture to the engine (capture.handoff).
+const (
+	HandoffInline = "inline"
+	HandoffQueue  = "queue"
+)
+
+// Ring sizes by capture mode when block_size and blocks are 0. The shared
+// ring serves every container: 2 MiB in all (docs/benchmarks.md). A ring
+// per veth is 256 KiB, so that 50 containers cost 12.5 MiB.
+const (
+	sharedBlockSize       = 1 << 18
+	sharedBlocks          = 8
+	perInterfaceBlockSize = 1 << 15
+	perInterfaceBlocks    = 8
+)
+
+// ring returns the ring's block size and count, defaults applied.
+func (c CaptureConfig) ring() (blockSize, blocks int) {
+	blockSize, blocks = c.BlockSize, c.Blocks
+	if c.Mode == CapturePerInterface {
+		return cmp.Or(blockSize, perInterfaceBlockSize), cmp.Or(blocks, perInterfaceBlocks)
+	}
+	return cmp.Or(blockSize, sharedBlockSize), cmp.Or(blocks, sharedBlocks)
 }
 
 // LearningConfig is the baseline learning lifecycle.
@@ -81,8 +122,12 @@ type VolumeConfig struct {
 
 // FlowsConfig is the flow table.
 type FlowsConfig struct {
-	MaxFlows int      `json:"max_flows"`
-	Interval Duration `json:"interval"`
+	MaxFlows int `json:"max_flows"`
+	// MaxIntervalDestinations bounds the egress destinations of one
+	// workload with a record of their own per interval; the rest are
+	// summed into destination "other" (0: no bound).
+	MaxIntervalDestinations int      `json:"max_interval_destinations"`
+	Interval                Duration `json:"interval"`
 }
 
 // StorageConfig is the embedded store.
@@ -129,9 +174,9 @@ func DefaultConfig() Config {
 		LogLevel:   "info",
 		Containerd: ContainerdConfig{Socket: "/run/containerd/containerd.sock"},
 		Capture: CaptureConfig{
+			Mode:         CaptureShared,
+			Handoff:      HandoffInline,
 			SnapLength:   2048,
-			BlockSize:    1 << 15, // capture.DefaultBlockSize: 256 KiB of ring per veth (docs/benchmarks.md)
-			Blocks:       8,
 			BlockTimeout: Duration(50 * time.Millisecond),
 			QueueBatches: 256,
 			HoldPackets:  4096,
@@ -148,7 +193,7 @@ func DefaultConfig() Config {
 			FoldIPv4Bits: e.Baseline.FoldIPv4Bits,
 			FoldIPv6Bits: e.Baseline.FoldIPv6Bits,
 		},
-		Flows:     FlowsConfig{MaxFlows: e.Flow.MaxFlows, Interval: Duration(e.Interval)},
+		Flows:     FlowsConfig{MaxFlows: e.Flow.MaxFlows, MaxIntervalDestinations: e.Flow.MaxIntervalDestinations, Interval: Duration(e.Interval)},
 		Storage:   StorageConfig{Retention: Duration(14 * 24 * time.Hour), TopDestinations: 1000, QueueRecords: 65536},
 		Detectors: defaultDetectorsConfig(),
 	}
@@ -191,6 +236,7 @@ func (c Config) EngineConfig() engine.Config {
 	e.Node = c.NodeName
 	e.Interval = c.Flows.Interval.D()
 	e.Flow.MaxFlows = c.Flows.MaxFlows
+	e.Flow.MaxIntervalDestinations = c.Flows.MaxIntervalDestinations
 	b := &e.Baseline
 	b.LearningPeriod = c.Learning.Period.D()
 	b.StabilityWindow = c.Learning.StabilityWindow.D()
@@ -237,11 +283,17 @@ func (c Config) Validate() error {
 	if cp.SnapLength < 128 || cp.SnapLength > 65535 {
 		bad("capture.snap_length %d: must be between 128 and 65535", cp.SnapLength)
 	}
-	if cp.BlockSize < 4096 || cp.BlockSize%4096 != 0 {
-		bad("capture.block_size %d: must be a multiple of 4096", cp.BlockSize)
+	if cp.Mode != CaptureShared && cp.Mode != CapturePerInterface {
+		bad("capture.mode %q: want %s or %s", cp.Mode, CaptureShared, CapturePerInterface)
 	}
-	if cp.Blocks < 2 || cp.Blocks > 1024 {
-		bad("capture.blocks %d: must be between 2 and 1024", cp.Blocks)
+	if cp.Handoff != HandoffInline && cp.Handoff != HandoffQueue {
+		bad("capture.handoff %q: want %s or %s", cp.Handoff, HandoffInline, HandoffQueue)
+	}
+	if cp.BlockSize != 0 && (cp.BlockSize < 4096 || cp.BlockSize%4096 != 0) {
+		bad("capture.block_size %d: must be a multiple of 4096 (0: the mode's default)", cp.BlockSize)
+	}
+	if cp.Blocks != 0 && (cp.Blocks < 2 || cp.Blocks > 1024) {
+		bad("capture.blocks %d: must be between 2 and 1024 (0: the mode's default)", cp.Blocks)
 	}
 	if cp.BlockTimeout.D() <= 0 || cp.BlockTimeout.D() > 10*time.Second {
 		bad("capture.block_timeout %v: must be positive and at most 10s", cp.BlockTimeout.D())

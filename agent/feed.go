@@ -12,21 +12,30 @@ import (
 // loop, and link events are passed on without ever blocking capture.
 type liveFeed struct {
 	lc          *capture.LiveCapture
+	shared      bool                 // one ring for all interfaces: its kernel drops are not per interface
+	inline      func(*capture.Batch) // the engine's consume, with capture.handoff inline; set before Run
 	links       chan linkEvent
 	linksMissed atomic.Uint64 // link events the engine loop was too busy to take; recovered from Stats
 }
 
 func newLiveFeed(cfg CaptureConfig, log *slog.Logger) (*liveFeed, error) {
-	f := &liveFeed{links: make(chan linkEvent, 4096)}
+	f := &liveFeed{links: make(chan linkEvent, 4096), shared: cfg.Mode != CapturePerInterface}
+	blockSize, blocks := cfg.ring()
+	var consume func(*capture.Batch)
+	if cfg.Handoff != HandoffQueue {
+		consume = f.consume
+	}
 	lc, err := capture.NewLiveCapture(capture.LiveConfig{
 		Discovery: capture.DiscoveryConfig{Include: cfg.Include, Exclude: cfg.Exclude},
 		Ring: capture.AFPacketConfig{
 			SnapLen:      cfg.SnapLength,
-			BlockSize:    cfg.BlockSize,
-			NumBlocks:    cfg.Blocks,
+			BlockSize:    blockSize,
+			NumBlocks:    blocks,
 			BlockTimeout: cfg.BlockTimeout.D(),
 		},
+		Shared:    f.shared,
 		BatchSize: cfg.BatchPackets,
+		Consume:   consume,
 		OnLink:    f.onLink,
 	}, log)
 	if err != nil {
@@ -35,6 +44,14 @@ func newLiveFeed(cfg CaptureConfig, log *slog.Logger) (*liveFeed, error) {
 	f.lc = lc
 	return f, nil
 }
+
+// consumeWith makes capture's readers run every batch through consume
+// themselves instead of queueing it (capture.handoff inline). Called
+// before Run.
+func (f *liveFeed) consumeWith(consume func(*capture.Batch)) { f.inline = consume }
+
+// consume is capture's Consume with capture.handoff inline.
+func (f *liveFeed) consume(b *capture.Batch) { f.inline(b) }
 
 func (f *liveFeed) onLink(ev capture.LinkEvent) {
 	// A changed link (renamed, peer moved) is re-added: the interfaces view
@@ -89,6 +106,7 @@ func (f *liveFeed) Counters() []interfaceCounters {
 		ic.packets += s.Frames
 		ic.bytes += s.Bytes
 		ic.kernelDrops += s.Kernel.Drops
+		ic.ring = !f.shared
 		ic.queueDrops += s.UserDrops
 		for _, r := range capture.AllReasons() {
 			if r != capture.ReasonOK && s.Reasons[r] > 0 {
@@ -96,5 +114,14 @@ func (f *liveFeed) Counters() []interfaceCounters {
 			}
 		}
 	}
+	if rs, ok := f.lc.SharedRing(); ok {
+		// The shared ring's drops cannot be told apart by interface:
+		// they are reported once, under its own name.
+		out = append(out, interfaceCounters{name: sharedRingName, ring: true, ringOnly: true, active: rs.Running,
+			kernelDrops: rs.Kernel.Drops})
+	}
 	return out
 }
+
+// sharedRingName names the shared ring where interfaces are listed.
+const sharedRingName = "all"

@@ -30,6 +30,8 @@ type interfaceCounters struct {
 	name                                    string
 	index                                   int
 	active                                  bool // still captured (false: removed, counters kept)
+	ring                                    bool // kernelDrops are this entry's own (it has a ring)
+	ringOnly                                bool // the shared ring: only kernelDrops are counted
 	packets, bytes, kernelDrops, queueDrops uint64
 	decodeDrops                             map[string]uint64
 }
@@ -55,7 +57,7 @@ func newCollector(engine *atomic.Pointer[engineSnapshot], interfaces func() []in
 		interfaces:     interfaces,
 		capPackets:     d("capture_packets_total", "Packets captured, per interface.", "interface"),
 		capBytes:       d("capture_bytes_total", "Bytes on the wire of captured packets, per interface.", "interface"),
-		capKernelDrops: d("capture_kernel_drops_total", "Packets the kernel dropped because the capture ring was full (PACKET_STATISTICS), per interface.", "interface"),
+		capKernelDrops: d("capture_kernel_drops_total", "Packets the kernel dropped because the capture ring was full (PACKET_STATISTICS), per interface; with the shared ring (capture.mode shared) for all interfaces together, under interface=\"all\".", "interface"),
 		capQueueDrops:  d("capture_queue_drops_total", "Packets dropped because the engine's queue was full, per interface.", "interface"),
 		decodeDrops:    d("capture_decode_drops_total", "Packets not decoded into flows, by reason.", "interface", "reason"),
 		flowsActive:    d("flows_active", "Flows in the flow table."),
@@ -88,9 +90,14 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if c.interfaces != nil {
 		for _, ic := range c.interfaces() {
+			if ic.ring {
+				counter(c.capKernelDrops, ic.kernelDrops, ic.name)
+			}
+			if ic.ringOnly {
+				continue
+			}
 			counter(c.capPackets, ic.packets, ic.name)
 			counter(c.capBytes, ic.bytes, ic.name)
-			counter(c.capKernelDrops, ic.kernelDrops, ic.name)
 			counter(c.capQueueDrops, ic.queueDrops, ic.name)
 			for r, n := range ic.decodeDrops {
 				counter(c.decodeDrops, n, ic.name, r)

@@ -51,6 +51,10 @@ type interfaces struct {
 	gone        map[int]flow.WorkloadID
 	goneOrder   []int
 	heldDropped uint64
+	// The last interface looked up on the hot path and its handle (last
+	// -1: none); every change of handles or gone forgets it.
+	last  int
+	lastH flow.WorkloadID
 }
 
 // maxGone bounds the removed interfaces whose late packets are still
@@ -61,17 +65,14 @@ func newInterfaces(reg *workload.Registry, lookup ownerLookup, holdMax int, hold
 	return &interfaces{
 		reg: reg, lookup: lookup, holdMax: holdMax, holdTimeout: holdTimeout,
 		byIndex: make(map[int]*ifaceState), handles: make(map[int]flow.WorkloadID),
-		gone: make(map[int]flow.WorkloadID),
+		gone: make(map[int]flow.WorkloadID), last: -1,
 	}
 }
 
 // Resolve implements engine.Resolver: the workload behind the interface
 // sent egress packets and received ingress ones.
 func (in *interfaces) Resolve(p *capture.Packet) (src, dst flow.WorkloadID) {
-	h, ok := in.handles[p.Ifindex]
-	if !ok {
-		h = in.gone[p.Ifindex]
-	}
+	h, _ := in.handleOf(p.Ifindex)
 	switch p.Dir {
 	case capture.DirEgress:
 		return h, 0
@@ -81,8 +82,25 @@ func (in *interfaces) Resolve(p *capture.Packet) (src, dst flow.WorkloadID) {
 	return 0, 0
 }
 
+// handleOf returns the workload of an interface, or of a recently removed
+// one.
+func (in *interfaces) handleOf(index int) (flow.WorkloadID, bool) {
+	if index == in.last {
+		return in.lastH, true
+	}
+	h, ok := in.handles[index]
+	if !ok {
+		h, ok = in.gone[index]
+	}
+	if ok {
+		in.last, in.lastH = index, h
+	}
+	return h, ok
+}
+
 // add records a new interface and tries to resolve it at once.
 func (in *interfaces) add(index int, name string, nsid int, now time.Time) {
+	in.last = -1
 	if st, ok := in.byIndex[index]; ok {
 		if st.nsid == nsid && st.name == name {
 			return
@@ -104,6 +122,7 @@ func (in *interfaces) add(index int, name string, nsid int, now time.Time) {
 
 // remove forgets an interface. Its flows age out of the table as usual.
 func (in *interfaces) remove(index int) {
+	in.last = -1
 	if h, ok := in.handles[index]; ok {
 		if len(in.goneOrder) >= maxGone {
 			delete(in.gone, in.goneOrder[0])
@@ -120,11 +139,8 @@ func (in *interfaces) remove(index int) {
 // payload copied, since the capture buffer is reused) or, past the bound,
 // dropped and counted.
 func (in *interfaces) ready(p *capture.Packet) bool {
-	if _, ok := in.handles[p.Ifindex]; ok {
-		return true
-	}
-	if _, ok := in.gone[p.Ifindex]; ok {
-		return true // a late packet of a removed interface
+	if _, ok := in.handleOf(p.Ifindex); ok {
+		return true // also a late packet of a removed interface
 	}
 	st := in.byIndex[p.Ifindex]
 	if st == nil {
@@ -164,6 +180,7 @@ func (in *interfaces) resolveAll(now time.Time, release func(*capture.Packet)) {
 // container claims becomes unknown/<interface>, still measured. It reports
 // whether st has just been resolved to a container.
 func (in *interfaces) resolve(st *ifaceState, now time.Time) bool {
+	in.last = -1
 	if st.nsid >= 0 && in.lookup != nil {
 		o, ok := in.lookup(st.nsid)
 		if ok && o.sandboxOnly && st.handle == 0 && now.Sub(st.since) < in.holdTimeout {

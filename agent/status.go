@@ -18,7 +18,17 @@ type Status struct {
 	Containerd string            `json:"containerd"` // "connected", "unavailable: …"
 	Workloads  []WorkloadStatus  `json:"workloads"`
 	Interfaces []InterfaceStatus `json:"interfaces"`
-	Flows      FlowStatus        `json:"flows"`
+	// SharedRing is the shared capture ring (capture.mode shared), whose
+	// kernel drops are not known per interface; nil with a ring per
+	// interface.
+	SharedRing *RingStatus `json:"shared_ring,omitempty"`
+	Flows      FlowStatus  `json:"flows"`
+}
+
+// RingStatus is the shared capture ring's kernel counters.
+type RingStatus struct {
+	KernelDrops uint64 `json:"kernel_drops"`
+	Active      bool   `json:"active"`
 }
 
 // WorkloadStatus is one workload's learning state and recent activity.
@@ -48,7 +58,7 @@ type InterfaceStatus struct {
 	Workload    string `json:"workload,omitempty"`
 	Packets     uint64 `json:"packets"`
 	Bytes       uint64 `json:"bytes"`
-	KernelDrops uint64 `json:"kernel_drops"`
+	KernelDrops uint64 `json:"kernel_drops"` // 0 with the shared ring: see Status.SharedRing
 	QueueDrops  uint64 `json:"queue_drops"`
 	Active      bool   `json:"active"`
 }

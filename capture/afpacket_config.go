@@ -27,15 +27,16 @@ var (
 	ErrUnsupportedPlatform = errors.New("live capture is only supported on Linux")
 )
 
-// Defaults of AFPacketConfig. One ring costs BlockSize*NumBlocks bytes of
-// unswappable kernel memory per interface, and every page of it counts in
-// the agent's resident memory from the moment the ring is mapped: 256 KiB
-// by default, so that 50 containers cost 12.5 MiB of rings
-// (docs/benchmarks.md). The capture filter cuts bulk data after its
-// headers, so a 60 to 90-byte frame takes about 128 bytes of ring and the
-// ring holds about 2000 of them: 8 ms of a 250 000 packets/s flood.
-// Eight smaller blocks rather than four larger ones leave the kernel 7/8
-// of the ring while the reader holds one block.
+// Defaults of AFPacketConfig. A ring costs BlockSize*NumBlocks bytes of
+// unswappable kernel memory, and every page of it counts in the agent's
+// resident memory once the kernel has written to it: 256 KiB by default
+// for a ring per interface, so that 50 containers cost 12.5 MiB of rings
+// (docs/benchmarks.md; the agent's shared ring for all interfaces is
+// 2 MiB). The capture filter cuts bulk data after its headers, so a 60 to
+// 90-byte frame takes about 128 bytes of ring and 256 KiB hold about 2000
+// of them: 8 ms of a 250 000 packets/s flood. Eight smaller blocks rather
+// than four larger ones leave the kernel 7/8 of the ring while the reader
+// holds one block.
 const (
 	DefaultBlockSize    = 1 << 15
 	DefaultNumBlocks    = 8
@@ -49,8 +50,13 @@ const (
 // AFPacketConfig configures one AF_PACKET ring on one interface. Zero
 // fields take the defaults above (DefaultSnapLen for SnapLen).
 type AFPacketConfig struct {
-	// Ifindex is the interface to capture on; required.
+	// Ifindex is the interface to capture on; required unless
+	// AllInterfaces.
 	Ifindex int
+	// AllInterfaces binds the ring to every interface of the network
+	// namespace instead (Ifindex must be 0); the Filter chooses the
+	// interfaces (IfindexFilter).
+	AllInterfaces bool
 	// SnapLen is the number of bytes kept of each frame when Filter is nil.
 	// With a Filter, the filter's return value decides.
 	SnapLen int
@@ -101,7 +107,10 @@ func (c AFPacketConfig) Validate() error {
 	bad := func(format string, args ...any) {
 		errs = append(errs, fmt.Errorf(format, args...))
 	}
-	if c.Ifindex <= 0 {
+	switch {
+	case c.AllInterfaces && c.Ifindex != 0:
+		bad("ifindex %d: must be 0 for a ring on all interfaces", c.Ifindex)
+	case !c.AllInterfaces && c.Ifindex <= 0:
 		bad("ifindex %d: must be positive", c.Ifindex)
 	}
 	if c.SnapLen < MinSnapLen || c.SnapLen > MaxSnapLen {
@@ -123,7 +132,7 @@ func (c AFPacketConfig) Validate() error {
 	if c.PollTimeout < 0 {
 		bad("poll timeout %v: must not be negative", c.PollTimeout)
 	}
-	if len(c.Filter) > 4096 {
+	if len(c.Filter) > maxFilterInstructions {
 		bad("filter of %d instructions: the kernel takes at most 4096", len(c.Filter))
 	}
 	if len(errs) == 0 {

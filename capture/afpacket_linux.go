@@ -28,6 +28,7 @@ const (
 	blockNumPktsOff  = 12 // .num_pkts
 	blockFirstPktOff = 16 // .offset_to_first_pkt
 	sllOffsetInPkt   = 48 // TPACKET_ALIGN(sizeof(struct tpacket3_hdr))
+	sllIfindexOff    = 4  // sockaddr_ll.sll_ifindex
 	sllPktTypeOff    = 10 // sockaddr_ll.sll_pkttype
 	ringFrameSize    = 2048
 )
@@ -111,7 +112,10 @@ func htons(v uint16) uint16 {
 	return binary.NativeEndian.Uint16(b[:])
 }
 
-// OpenAFPacket opens a ring on cfg.Ifindex. The socket is created without a
+// OpenAFPacket opens a ring on cfg.Ifindex, or on every interface of the
+// network namespace with cfg.AllInterfaces (each frame's CaptureInfo then
+// says which interface it came from, and the filter decides which ones to
+// keep: see IfindexFilter). The socket is created without a
 // protocol, so the kernel queues nothing for it until it is bound; the ring
 // and filter are set up first, then the bind to ETH_P_ALL on the one
 // interface starts the capture. No unfiltered frame and no frame of another
@@ -170,12 +174,7 @@ func (a *AFPacket) setup(fd int, filter []bpf.RawInstruction) error {
 		return afpError(cfg.Ifindex, "map ring", err)
 	}
 	a.ring, a.res.ring = ring, ring
-	prog := make([]unix.SockFilter, len(filter))
-	for i, ins := range filter {
-		prog[i] = unix.SockFilter{Code: ins.Op, Jt: ins.Jt, Jf: ins.Jf, K: ins.K}
-	}
-	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
-	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &fprog); err != nil {
+	if err := attachFilter(fd, filter); err != nil {
 		return afpError(cfg.Ifindex, "attach filter", err)
 	}
 	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: cfg.Ifindex}); err != nil {
@@ -240,7 +239,7 @@ func (a *AFPacket) ReadFrame() (data []byte, ci gopacket.CaptureInfo, dir Direct
 	ci.Timestamp = time.Unix(int64(hdr.Sec), int64(hdr.Nsec))
 	ci.CaptureLength = len(data)
 	ci.Length = int(hdr.Len)
-	ci.InterfaceIndex = a.cfg.Ifindex
+	ci.InterfaceIndex = int(*(*int32)(unsafe.Pointer(&a.ring[off+sllOffsetInPkt+sllIfindexOff])))
 	a.dir = directionOf(a.ring[off+sllOffsetInPkt+sllPktTypeOff])
 	a.left--
 	if a.left > 0 {
@@ -263,8 +262,42 @@ func (a *AFPacket) PacketDirection() Direction { return a.dir }
 // LinkTypeOf returns Ethernet: container veths carry Ethernet frames.
 func (a *AFPacket) LinkTypeOf(int) LinkType { return layers.LinkTypeEthernet }
 
-// Ifindex returns the interface the ring captures on.
+// Ifindex returns the interface the ring captures on; 0 for a ring on all
+// interfaces.
 func (a *AFPacket) Ifindex() int { return a.cfg.Ifindex }
+
+// SetFilter replaces the ring's classic BPF program; the kernel swaps it
+// atomically, so every frame meets either the old or the new one. Safe for
+// concurrent use with reads.
+func (a *AFPacket) SetFilter(filter []bpf.RawInstruction) error {
+	if len(filter) == 0 || len(filter) > maxFilterInstructions {
+		return fmt.Errorf("%w: filter of %d instructions", ErrInvalidConfig, len(filter))
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closeCalled {
+		return ErrClosed
+	}
+	var serr error
+	err := a.raw.Control(func(fd uintptr) { serr = attachFilter(int(fd), filter) })
+	if err == nil {
+		err = serr
+	}
+	if err != nil {
+		return afpError(a.cfg.Ifindex, "replace filter", err)
+	}
+	return nil
+}
+
+// attachFilter sets a socket's classic BPF program.
+func attachFilter(fd int, filter []bpf.RawInstruction) error {
+	prog := make([]unix.SockFilter, len(filter))
+	for i, ins := range filter {
+		prog[i] = unix.SockFilter{Code: ins.Op, Jt: ins.Jt, Jf: ins.Jf, K: ins.K}
+	}
+	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
+	return unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &fprog)
+}
 
 // activate marks the reader as using the ring, unless Close came first.
 func (a *AFPacket) activate() error {
@@ -396,6 +429,9 @@ func (a *AFPacket) checkReady(fd uintptr) bool {
 // checkGone reports ErrInterfaceGone once the kernel has unbound the socket
 // from a deleted interface.
 func (a *AFPacket) checkGone() error {
+	if a.cfg.AllInterfaces {
+		return nil
+	}
 	var gone error
 	err := a.raw.Control(func(fd uintptr) { gone = a.checkGoneFd(int(fd)) })
 	if err != nil {
@@ -405,6 +441,9 @@ func (a *AFPacket) checkGone() error {
 }
 
 func (a *AFPacket) checkGoneFd(fd int) error {
+	if a.cfg.AllInterfaces {
+		return nil
+	}
 	sa, err := unix.Getsockname(fd)
 	if err != nil {
 		return fmt.Errorf("afpacket ifindex %d: getsockname: %w", a.cfg.Ifindex, err)

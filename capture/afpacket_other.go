@@ -5,6 +5,7 @@ package capture
 import (
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
+	"golang.org/x/net/bpf"
 )
 
 // AFPacket exists only on Linux; elsewhere OpenAFPacket fails with
@@ -40,3 +41,6 @@ func (a *AFPacket) Stats() (AFPacketStats, error) { return AFPacketStats{}, ErrU
 
 // Close does nothing outside Linux.
 func (a *AFPacket) Close() error { return nil }
+
+// SetFilter returns ErrUnsupportedPlatform outside Linux.
+func (a *AFPacket) SetFilter([]bpf.RawInstruction) error { return ErrUnsupportedPlatform }

@@ -30,9 +30,17 @@ const (
 type LiveConfig struct {
 	// Discovery selects the interfaces to capture on.
 	Discovery DiscoveryConfig
-	// Ring is the template of every interface's ring; its Ifindex is
-	// ignored. A nil Filter means IPFilter(Ring.SnapLen).
+	// Ring is the template of every interface's ring (of the one ring,
+	// when Shared); its Ifindex is ignored. A nil Filter means
+	// IPFilter(Ring.SnapLen).
 	Ring AFPacketConfig
+	// Shared captures every container interface with one ring bound to
+	// all interfaces, whose kernel filter (IfindexFilter before Filter)
+	// keeps the frames of the discovered interfaces only: one ring's
+	// memory and one reader instead of one per interface. The ring's
+	// kernel drops are then known for all interfaces together
+	// (SharedRing), not per interface.
+	Shared bool
 	// BatchSize is the number of packets per Batch (default 64).
 	BatchSize int
 	// PayloadBytes caps the payload copied into a batch per packet
@@ -44,6 +52,15 @@ type LiveConfig struct {
 	// RetainStopped is how many stopped interfaces Stats keeps reporting
 	// (default 256), so that their final counters can be read.
 	RetainStopped int
+	// Consume, if set, takes every batch on the goroutine of the reader
+	// that filled it, instead of Run's channel: the consumer's work is
+	// done without handing the batch to another goroutine, and nothing is
+	// dropped for a full channel (a slow consumer leaves the frames in
+	// the ring, where the kernel counts what it cannot hold). The batch
+	// is the reader's again once Consume returns; Consume must not keep
+	// it or its packets' payloads, nor Release it. With a ring per
+	// interface it is called from several goroutines at once.
+	Consume func(*Batch)
 	// OnLink, if set, is called from Run's goroutine with every discovery
 	// event before the capture acts on it. It must not block.
 	OnLink func(LinkEvent)
@@ -76,6 +93,9 @@ func (c LiveConfig) Validate() error {
 	}
 	ring := c.Ring
 	ring.Ifindex = 1 // set per interface
+	if c.Shared {
+		ring.Ifindex, ring.AllInterfaces = 0, true
+	}
 	if err := ring.Validate(); err != nil {
 		errs = append(errs, err)
 	}

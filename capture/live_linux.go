@@ -9,17 +9,20 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 	"golang.org/x/net/bpf"
 )
 
 // LiveCapture captures on every container veth of the node: a Discovery
 // reports the links, and each gets a reader goroutine with its own ring and
-// Decoder. Readers decode into Batches of packets (Dir and Ifindex set,
-// Payload copied only where the engine reads it) and hand them to the
-// consumer over one bounded channel, so the engine stays single-threaded.
-// A reader never waits for the consumer: when the channel is full the batch
-// is dropped and counted.
+// Decoder, or (LiveConfig.Shared) one reader reads one ring bound to all
+// interfaces whose kernel filter keeps the discovered ones. Readers decode
+// into Batches of packets (Dir and Ifindex set, Payload copied only where
+// the engine reads it) and hand them to the consumer over one bounded
+// channel, or to LiveConfig.Consume on the reader's goroutine. A reader
+// never waits for the channel: when it is full the batch is dropped and
+// counted.
 //
 // Stats is safe for concurrent use; Run is called once at a time. The zero
 // value is not usable: get one from NewLiveCapture.
@@ -31,6 +34,7 @@ type LiveCapture struct {
 
 	mu      sync.Mutex // guards the fields below
 	running bool
+	shared  *sharedRing            // the ring of a shared capture, once opened
 	ifaces  map[int]*ifaceCounters // readers started and not yet stopped, by ifindex
 	stopped []*ifaceCounters       // oldest first, at most cfg.RetainStopped
 }
@@ -100,6 +104,9 @@ func (lc *LiveCapture) Run(ctx context.Context, out chan<- *Batch) error {
 		lc.mu.Unlock()
 	}()
 
+	if lc.cfg.Shared {
+		return lc.runShared(ctx, out)
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	pool := newBatchPool(lc.cfg.BatchSize, lc.cfg.PayloadBytes, cap(out)+64)
@@ -247,22 +254,6 @@ func (lc *LiveCapture) read(ctx context.Context, r *reader, pool *batchPool, out
 	r.c.ring.Store(a)
 	lc.log.Debug("capture started", "interface", r.link.Name, "ifindex", r.link.Index)
 
-	// When ctx ends the reader does not close the ring at once: it reads on
-	// until a poll finds the ring empty, which (the poll timeout being
-	// longer than the block timeout) means the kernel has handed over every
-	// frame captured before the stop. A busy interface is cut off after
-	// drainFor.
-	drainFor := 2*ringCfg.withDefaults().BlockTimeout + ringCfg.withDefaults().PollTimeout
-	var drainUntil time.Time
-	stopping := func() bool {
-		if ctx.Err() == nil {
-			return false
-		}
-		if drainUntil.IsZero() {
-			drainUntil = time.Now().Add(drainFor)
-		}
-		return time.Now().After(drainUntil)
-	}
 	defer func() {
 		_ = a.Close()
 		st, _ := a.Stats() // final totals once closed
@@ -285,10 +276,14 @@ func (lc *LiveCapture) read(ctx context.Context, r *reader, pool *batchPool, out
 		if n == 0 {
 			return
 		}
-		select {
-		case out <- b:
+		sent, handed := lc.deliver(out, b)
+		switch {
+		case handed:
 			c.delivered.Add(n)
 			b = pool.get(r.link.Index)
+		case sent:
+			c.delivered.Add(n)
+			b.Packets, b.arena = b.Packets[:0], b.arena[:0]
 		default:
 			c.userDrops.Add(n)
 			c.droppedBatches.Add(1)
@@ -299,6 +294,38 @@ func (lc *LiveCapture) read(ctx context.Context, r *reader, pool *batchPool, out
 		flush()
 		b.Release()
 	}()
+	return readRing(ctx, a, drainTime(ringCfg), func(data []byte, ci gopacket.CaptureInfo, dir Direction) {
+		decodeInto(dec, &b, data, ci, r.link.Index, dir, keep, limit, flush)
+	}, func() bool { return b.full() }, flush)
+}
+
+// drainTime is how long a stopping reader reads on: the poll timeout being
+// longer than the block timeout, a poll that finds the ring empty means the
+// kernel has handed over every frame captured before the stop.
+func drainTime(ring AFPacketConfig) time.Duration {
+	ring = ring.withDefaults()
+	return 2*ring.BlockTimeout + ring.PollTimeout
+}
+
+// readRing is a reader's loop: every frame goes to handle, and flush is
+// called when the batch is full, when the ring has nothing more for now,
+// on a poll timeout and when the loop ends. When ctx ends the ring is not
+// closed at once: the reader reads on until a poll finds it empty, which
+// means the kernel has handed over every frame captured before the stop,
+// or, on a busy interface, until drainFor has passed. It returns nil then
+// and when the ring is closed or its interface gone.
+func readRing(ctx context.Context, a *AFPacket, drainFor time.Duration,
+	handle func([]byte, gopacket.CaptureInfo, Direction), full func() bool, flush func()) error {
+	var drainUntil time.Time
+	stopping := func() bool {
+		if ctx.Err() == nil {
+			return false
+		}
+		if drainUntil.IsZero() {
+			drainUntil = time.Now().Add(drainFor)
+		}
+		return time.Now().After(drainUntil)
+	}
 	for {
 		data, ci, dir, err := a.ReadFrame()
 		switch {
@@ -314,29 +341,8 @@ func (lc *LiveCapture) read(ctx context.Context, r *reader, pool *batchPool, out
 		default:
 			return err
 		}
-		p := b.add()
-		p.Ifindex, p.Dir = r.link.Index, dir
-		if dec.Decode(layers.LinkTypeEthernet, data, ci, p) != ReasonOK {
-			b.unadd()
-		} else if len(p.Payload) > 0 {
-			if !keep(p) {
-				p.Payload = nil
-			} else if !b.keepPayload(p, limit) {
-				// The arena is full: send the batch without this packet
-				// and start the next one with it.
-				saved := *p
-				b.unadd()
-				flush()
-				p = b.add()
-				*p = saved
-				b.keepPayload(p, limit)
-			}
-		} else {
-			// The filter cut bulk data at its header: no slice into the
-			// ring may outlive the read.
-			p.Payload = nil
-		}
-		if b.full() || !a.pending() {
+		handle(data, ci, dir)
+		if full() || !a.pending() {
 			flush()
 			if stopping() {
 				return nil
@@ -387,4 +393,50 @@ func (lc *LiveCapture) Stats() []InterfaceStats {
 		return x.Link.Index - y.Link.Index
 	})
 	return out
+}
+
+// decodeInto decodes a frame into the next slot of *b and keeps its payload
+// in the batch's arena when keep wants it; the slot is given back when the
+// frame does not decode. When the arena is full, flush sends the batch
+// without this packet (setting *b to a fresh one) and the packet starts the
+// next batch.
+func decodeInto(dec *Decoder, b **Batch, data []byte, ci gopacket.CaptureInfo, ifindex int, dir Direction,
+	keep func(*Packet) bool, limit int, flush func()) Reason {
+	p := (*b).add()
+	p.Ifindex, p.Dir = ifindex, dir
+	r := dec.Decode(layers.LinkTypeEthernet, data, ci, p)
+	switch {
+	case r != ReasonOK:
+		(*b).unadd()
+	case len(p.Payload) == 0:
+		// The filter cut bulk data at its header: no slice into the
+		// ring may outlive the read.
+		p.Payload = nil
+	case !keep(p):
+		p.Payload = nil
+	case !(*b).keepPayload(p, limit):
+		saved := *p
+		(*b).unadd()
+		flush()
+		p = (*b).add()
+		*p = saved
+		(*b).keepPayload(p, limit)
+	}
+	return r
+}
+
+// deliver passes a batch on: to LiveConfig.Consume, which is done with it
+// when it returns (sent), or over out when there is room (sent and handed:
+// the consumer owns it now).
+func (lc *LiveCapture) deliver(out chan<- *Batch, b *Batch) (sent, handed bool) {
+	if lc.cfg.Consume != nil {
+		lc.cfg.Consume(b)
+		return true, false
+	}
+	select {
+	case out <- b:
+		return true, true
+	default:
+		return false, false
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	"golang.org/x/net/bpf"
 
 	"github.com/egresswatch/egresswatch/internal/netnstest"
 )
@@ -34,11 +35,17 @@ type liveHarness struct {
 }
 
 func startLive(t *testing.T, prefix string, out chan *Batch, consume bool) *liveHarness {
+	return startLiveMode(t, prefix, out, consume, false)
+}
+
+// startLiveMode is startLive with a shared ring or one per interface.
+func startLiveMode(t *testing.T, prefix string, out chan *Batch, consume, shared bool) *liveHarness {
 	t.Helper()
 	h := &liveHarness{runErr: make(chan error, 1), done: make(chan struct{}), linkAt: map[int]time.Time{}}
 	cfg := LiveConfig{
 		Discovery: DiscoveryConfig{Include: []string{prefix + "*"}},
 		Ring:      AFPacketConfig{BlockSize: 1 << 16, NumBlocks: 4, BlockTimeout: 2 * time.Millisecond, PollTimeout: 20 * time.Millisecond},
+		Shared:    shared,
 		OnLink: func(ev LinkEvent) {
 			if ev.Kind == LinkAdded {
 				h.mu.Lock()
@@ -66,7 +73,7 @@ func startLive(t *testing.T, prefix string, out chan *Batch, consume bool) *live
 			case b := <-out:
 				h.mu.Lock()
 				for _, p := range b.Packets {
-					if p.Ifindex != b.Ifindex {
+					if !shared && p.Ifindex != b.Ifindex {
 						t.Errorf("packet of ifindex %d in a batch of %d", p.Ifindex, b.Ifindex)
 					}
 					h.packets = append(h.packets, livePacket{Packet: p, payload: append([]byte(nil), p.Payload...)})
@@ -152,6 +159,11 @@ func matching(ps []livePacket, f func(livePacket) bool) []livePacket {
 // and payload policy of delivered packets, and a veth deleted mid-flow.
 func TestLiveCapture(t *testing.T) {
 	netnstest.RequireRoot(t)
+	t.Run("ring per interface", func(t *testing.T) { testLiveCapture(t, false) })
+	t.Run("shared ring", func(t *testing.T) { testLiveCapture(t, true) })
+}
+
+func testLiveCapture(t *testing.T, shared bool) {
 	defer goleak.VerifyNone(t)
 	prefix := netnstest.Name("ewl")[:8]
 	first := &container{ns: netnstest.NewNetNS(t)}
@@ -159,9 +171,15 @@ func TestLiveCapture(t *testing.T) {
 	first.veth = netnstest.NewVethPair(t, prefix+"a", first.ns, "eth0", first.v4, first.v6)
 
 	out := make(chan *Batch, 64)
-	h := startLive(t, prefix, out, true)
+	h := startLiveMode(t, prefix, out, true, shared)
 	defer h.stop(t)
 	h.waitRunning(t, first.veth.HostIndex)
+	// A veth the discovery does not include: on a shared ring the kernel
+	// filter must keep its frames out.
+	other := &container{ns: netnstest.NewNetNS(t)}
+	other.v4, other.v6 = netnstest.Subnets()
+	other.veth = netnstest.NewVethPair(t, netnstest.Name("ewo"), other.ns, "eth0", other.v4, other.v6)
+	udpExchange(t, other.ns, other.v4.Host.Addr(), other.v4.Peer.Addr(), 10, 10)
 
 	t.Run("directions and payloads", func(t *testing.T) {
 		host, peer := first.v4.Host.Addr(), first.v4.Peer.Addr()
@@ -179,7 +197,7 @@ func TestLiveCapture(t *testing.T) {
 		h.mu.Unlock()
 		for _, p := range ps {
 			if p.Ifindex != idx {
-				t.Errorf("packet with ifindex %d, want %d", p.Ifindex, idx)
+				t.Errorf("packet with ifindex %d, want %d (excluded veth: %d)", p.Ifindex, idx, other.veth.HostIndex)
 			}
 			fromPeer := p.Src == peer || p.Src == first.v6.Peer.Addr()
 			if p.Src.IsLinkLocalUnicast() || p.Src.IsUnspecified() || p.Dst.IsMulticast() {
@@ -291,7 +309,9 @@ func TestLiveCapture(t *testing.T) {
 		if st.Err != "" {
 			t.Errorf("deleted veth's reader stopped with error %q", st.Err)
 		}
-		if st.Frames == 0 || st.Delivered == 0 || st.Kernel.Packets == 0 || st.Stopped.IsZero() || st.Bytes == 0 {
+		// A shared ring's kernel counters are the ring's, not the
+		// interface's.
+		if st.Frames == 0 || st.Delivered == 0 || (st.Kernel.Packets == 0) != shared || st.Stopped.IsZero() || st.Bytes == 0 {
 			t.Errorf("final counters lost: %+v", st)
 		}
 		t.Logf("flood sent %d datagrams; final counters: frames %d, delivered %d, kernel %+v, user drops %d",
@@ -300,7 +320,28 @@ func TestLiveCapture(t *testing.T) {
 		if s, ok := h.statsOf(first.veth.HostIndex); !ok || !s.Running {
 			t.Errorf("first container's reader: %+v", s)
 		}
+		if !shared {
+			return
+		}
+		// Its frames are still read after its removal from the filter.
+		before := len(matching(h.snapshot(), func(p livePacket) bool { return p.Ifindex == first.veth.HostIndex }))
+		udpExchange(t, first.ns, first.v4.Host.Addr(), first.v4.Peer.Addr(), 30, 30)
+		h.wait(t, "the first container's exchange after a removal", func(ps []livePacket) bool {
+			return len(matching(ps, func(p livePacket) bool { return p.Ifindex == first.veth.HostIndex })) >= before+2
+		})
+		rs, ok := h.lc.SharedRing()
+		if !ok || !rs.Running || !rs.Selecting || rs.Kernel.Packets < st.Frames || rs.Unwatched != 0 {
+			t.Errorf("shared ring counters %+v (ok %v), deleted veth's frames %d", rs, ok, st.Frames)
+		}
+		t.Logf("shared ring: %+v", rs)
 	})
+}
+
+// snapshot copies the packets delivered so far.
+func (h *liveHarness) snapshot() []livePacket {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]livePacket(nil), h.packets...)
 }
 
 // dnsExchange sends a 300-byte "query" from the host to port 53 in the
@@ -505,5 +546,79 @@ func TestLiveCaptureRunTwice(t *testing.T) {
 	cancel()
 	if err := <-errc; err != nil {
 		t.Errorf("Run: %v", err)
+	}
+}
+
+// TestLiveCaptureSharedUnselective: when the container interfaces do not
+// fit in the kernel filter beside the capture filter, the shared ring keeps
+// every interface's frames and the reader drops those of unwatched
+// interfaces, counted, delivering the watched ones' as before.
+func TestLiveCaptureSharedUnselective(t *testing.T) {
+	netnstest.RequireRoot(t)
+	defer goleak.VerifyNone(t)
+	// A capture filter so long that no interface selection fits beside it.
+	var p asmProgram
+	for range maxFilterInstructions - 2 {
+		p.op(bpf.LoadConstant{Dst: bpf.RegA, Val: 0})
+	}
+	p.op(bpf.RetConstant{Val: DefaultSnapLen})
+	long, err := assemble(p.program())
+	if err != nil {
+		t.Fatal(err)
+	}
+	prefix := netnstest.Name("ewu")[:8]
+	watched := &container{ns: netnstest.NewNetNS(t)}
+	watched.v4, watched.v6 = netnstest.Subnets()
+	watched.veth = netnstest.NewVethPair(t, prefix+"a", watched.ns, "eth0", watched.v4, watched.v6)
+	other := &container{ns: netnstest.NewNetNS(t)}
+	other.v4, other.v6 = netnstest.Subnets()
+	other.veth = netnstest.NewVethPair(t, netnstest.Name("ewo"), other.ns, "eth0", other.v4, other.v6)
+
+	out := make(chan *Batch, 64)
+	h := &liveHarness{runErr: make(chan error, 1), done: make(chan struct{}), linkAt: map[int]time.Time{}}
+	lc, err := NewLiveCapture(LiveConfig{
+		Discovery: DiscoveryConfig{Include: []string{prefix + "*"}},
+		Ring:      AFPacketConfig{BlockSize: 1 << 16, NumBlocks: 4, BlockTimeout: 2 * time.Millisecond, PollTimeout: 20 * time.Millisecond, Filter: long},
+		Shared:    true,
+		Consume: func(b *Batch) {
+			h.mu.Lock()
+			for _, p := range b.Packets {
+				h.packets = append(h.packets, livePacket{Packet: p})
+			}
+			h.mu.Unlock()
+		},
+	}, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.lc = lc
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel = cancel
+	go func() { h.runErr <- lc.Run(ctx, out) }()
+	close(h.done)
+	defer h.stop(t)
+	h.waitRunning(t, watched.veth.HostIndex)
+
+	udpExchange(t, other.ns, other.v4.Host.Addr(), other.v4.Peer.Addr(), 10, 10)
+	hostPort, _ := udpExchange(t, watched.ns, watched.v4.Host.Addr(), watched.v4.Peer.Addr(), 20, 20)
+	h.wait(t, "the watched veth's exchange", func(ps []livePacket) bool {
+		return len(matching(ps, func(p livePacket) bool { return p.DstPort == hostPort || p.SrcPort == hostPort })) == 2
+	})
+	for _, p := range h.snapshot() {
+		if p.Ifindex != watched.veth.HostIndex {
+			t.Errorf("packet of ifindex %d delivered; only %d is watched", p.Ifindex, watched.veth.HostIndex)
+		}
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		rs, ok := lc.SharedRing()
+		if ok && !rs.Selecting && rs.Unwatched >= 2 {
+			t.Logf("shared ring without interface selection: %+v", rs)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("shared ring %+v (ok %v): want selecting false and the unwatched veth's frames counted", rs, ok)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

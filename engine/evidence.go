@@ -21,84 +21,110 @@ const (
 )
 
 // destTracker remembers which containers on the node sent to which
-// destination and when: the evidence behind an anomaly's severity. Owned by
-// the engine goroutine.
+// destinations, for the severity evidence of new-destination anomalies.
+//
+// It keeps two generations: destinations go into the current one, which
+// becomes the previous one when it holds half the cap, the old previous
+// one being forgotten whole. A destination used again is moved to the
+// current generation, so those forgotten are the ones idle the longest.
+// A flood of new destinations (a scan) then costs one map insert each,
+// with no sort, sweep or rebuild of what is kept.
 type destTracker struct {
-	dests map[baseline.Destination]*destSeen
+	cur, prev map[baseline.Destination]destSeen
 }
 
+// destSeen is what the node knows of one destination: its senders, the
+// first one inline (most destinations have one).
 type destSeen struct {
-	last    time.Time
-	senders map[flow.WorkloadID]time.Time
+	one  senderAt
+	more []senderAt
+}
+
+// senderAt is when a sender last sent to a destination (Unix ns).
+type senderAt struct {
+	w  flow.WorkloadID
+	at int64
 }
 
 func newDestTracker() *destTracker {
-	return &destTracker{dests: make(map[baseline.Destination]*destSeen)}
+	return &destTracker{cur: make(map[baseline.Destination]destSeen), prev: make(map[baseline.Destination]destSeen)}
+}
+
+// len returns the number of destinations remembered.
+func (t *destTracker) len() int { return len(t.cur) + len(t.prev) }
+
+// lookup finds d in either generation.
+func (t *destTracker) lookup(d baseline.Destination) (destSeen, bool) {
+	if s, ok := t.cur[d]; ok {
+		return s, true
+	}
+	s, ok := t.prev[d]
+	return s, ok
 }
 
 // evidence is what the node knew of d: whether anyone sent to it before,
 // and how many senders but those excluded did in the last 24 h.
 func (t *destTracker) evidence(now time.Time, d baseline.Destination, exclude func(flow.WorkloadID) bool) (firstSeen bool, prevalence int) {
-	s := t.dests[d]
-	if s == nil {
+	s, ok := t.lookup(d)
+	if !ok {
 		return true, 0
 	}
-	for w, at := range s.senders {
-		if !exclude(w) && now.Sub(at) < prevalenceHorizon {
+	horizon := now.Add(-prevalenceHorizon).UnixNano()
+	count := func(sa senderAt) {
+		if sa.w != 0 && !exclude(sa.w) && sa.at > horizon {
 			prevalence++
 		}
+	}
+	count(s.one)
+	for _, sa := range s.more {
+		count(sa)
 	}
 	return false, prevalence
 }
 
 // note records that sender sent to d at now.
 func (t *destTracker) note(now time.Time, d baseline.Destination, sender flow.WorkloadID) {
-	s := t.dests[d]
-	if s == nil {
-		if len(t.dests) >= maxTrackedDestinations {
-			t.forgetOldest()
+	at := now.UnixNano()
+	s, ok := t.cur[d]
+	if !ok {
+		if s, ok = t.prev[d]; ok {
+			delete(t.prev, d)
+		} else {
+			s = destSeen{one: senderAt{w: sender, at: at}}
 		}
-		s = &destSeen{senders: make(map[flow.WorkloadID]time.Time, 1)}
-		t.dests[d] = s
-	}
-	if now.After(s.last) {
-		s.last = now
-	}
-	if _, ok := s.senders[sender]; !ok && len(s.senders) >= maxSendersPerDest {
-		for w, at := range s.senders {
-			if now.Sub(at) >= prevalenceHorizon {
-				delete(s.senders, w)
-			}
+		if len(t.cur) >= maxTrackedDestinations/2 {
+			// The forgotten generation's map, emptied, is the new
+			// one: making a map and growing it to half the cap again
+			// would allocate and rehash it a dozen times.
+			old := t.prev
+			clear(old)
+			t.prev, t.cur = t.cur, old
 		}
-		if len(s.senders) >= maxSendersPerDest {
+	}
+	s.noteSender(sender, at, now.Add(-prevalenceHorizon).UnixNano())
+	t.cur[d] = s
+}
+
+// noteSender records sender at at; past maxSendersPerDest, senders idle
+// beyond horizon make room, or the new one is not recorded.
+func (s *destSeen) noteSender(sender flow.WorkloadID, at, horizon int64) {
+	if s.one.w == sender {
+		s.one.at = max(s.one.at, at)
+		return
+	}
+	for i := range s.more {
+		if s.more[i].w == sender {
+			s.more[i].at = max(s.more[i].at, at)
 			return
 		}
 	}
-	if now.After(s.senders[sender]) {
-		s.senders[sender] = now
-	}
-}
-
-// forgetOldest forgets the quarter of the destinations idle the longest:
-// one sort per quarter of the cap keeps a flood of new destinations (a
-// scan) from costing a full pass each. The survivors move to a new map
-// sized for the cap: deleting in place left the map splitting and
-// rehashing its tables on the inserts that followed, a quarter of the
-// engine's time under a scan.
-func (t *destTracker) forgetOldest() {
-	lasts := make([]int64, 0, len(t.dests))
-	for _, s := range t.dests {
-		lasts = append(lasts, s.last.UnixNano())
-	}
-	slices.Sort(lasts)
-	cut := lasts[len(lasts)/4]
-	keep := make(map[baseline.Destination]*destSeen, maxTrackedDestinations)
-	for d, s := range t.dests {
-		if s.last.UnixNano() > cut {
-			keep[d] = s
+	if 1+len(s.more) >= maxSendersPerDest {
+		s.more = slices.DeleteFunc(s.more, func(sa senderAt) bool { return sa.at <= horizon })
+		if 1+len(s.more) >= maxSendersPerDest {
+			return
 		}
 	}
-	t.dests = keep
+	s.more = append(s.more, senderAt{w: sender, at: at})
 }
 
 // gradeConnection grades a new-destination anomaly with what the node

@@ -82,10 +82,22 @@ func TestDestTrackerBounds(t *testing.T) {
 	for i := range maxTrackedDestinations + 10 {
 		tr.note(t0.Add(time.Duration(i+1)*time.Millisecond), d(i+1), 1)
 	}
-	if len(tr.dests) > maxTrackedDestinations {
-		t.Errorf("tracker holds %d destinations, bound %d", len(tr.dests), maxTrackedDestinations)
+	if tr.len() > maxTrackedDestinations {
+		t.Errorf("tracker holds %d destinations, bound %d", tr.len(), maxTrackedDestinations)
 	}
 	if first, _ := tr.evidence(t0, d(0), none); !first {
 		t.Error("the destination idle the longest was not the one forgotten")
+	}
+	// A destination used again outlives any number of new ones.
+	tr = newDestTracker()
+	tr.note(t0, d(0), 1)
+	for i := range 3 * maxTrackedDestinations {
+		if i%1000 == 0 {
+			tr.note(t0.Add(time.Duration(i)*time.Millisecond), d(0), 2)
+		}
+		tr.note(t0.Add(time.Duration(i)*time.Millisecond), d(i+1), 1)
+	}
+	if first, n := tr.evidence(t0.Add(time.Hour), d(0), none); first || n != 2 || tr.len() > maxTrackedDestinations {
+		t.Errorf("destination in use: first seen %v, %d senders (want 2), %d tracked", first, n, tr.len())
 	}
 }

@@ -154,6 +154,10 @@ func (e *Engine) emit(as []detect.Anomaly) {
 	}
 }
 
+// NameSourceFolded is the name source of an interval record summing the
+// destinations past flows.max_interval_destinations (destination "other").
+const NameSourceFolded = "folded"
+
 // endInterval flushes the flow table's interval, feeds the volume windows
 // and writes the records.
 func (e *Engine) endInterval(end time.Time) {
@@ -177,7 +181,9 @@ func (e *Engine) endInterval(end time.Time) {
 		}
 		w.bytesOut += iv.BytesOut
 		w.packetsOut += iv.PacketsOut
-		if !iv.Inbound {
+		if !iv.Inbound && !iv.Folded {
+			// Folded destinations count in the workload's volume, not
+			// as a destination of their own.
 			d := e.destination(iv.Name, iv.IP, iv.Port, iv.Proto)
 			w.perDest[d] += iv.BytesOut
 			w.ips[d] = iv.IP
@@ -190,7 +196,10 @@ func (e *Engine) endInterval(end time.Time) {
 			BytesOut: iv.BytesOut, BytesIn: iv.BytesIn, PacketsOut: iv.PacketsOut, PacketsIn: iv.PacketsIn,
 			Connections: iv.Connections, Dropping: e.dropping,
 		}
-		if !iv.Inbound {
+		switch {
+		case iv.Folded:
+			rec.NameSource = NameSourceFolded
+		case !iv.Inbound:
 			rec.NameSource = iv.NameSource.String()
 			rec.IP = iv.IP.String()
 		}

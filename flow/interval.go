@@ -13,11 +13,15 @@ import (
 // Inbound set: their clients are not its destinations, but what it sends them
 // is still its outbound volume.
 type Interval struct {
-	Start, End  time.Time
-	Workload    WorkloadID
-	Inbound     bool
-	Name        string // destination name, or the IP when no name is known; empty for Inbound
-	NameSource  NameSource
+	Start, End time.Time
+	Workload   WorkloadID
+	Inbound    bool
+	Name       string // destination name; empty when only the IP is known, and for Inbound
+	NameSource NameSource
+	// Folded marks the record of the destinations past the interval's
+	// MaxIntervalDestinations, summed: Name is FoldedDestination, IP,
+	// Port and Proto are zero.
+	Folded      bool
 	IP          netip.Addr // the destination address (the last one seen for a name)
 	Port        uint16     // destination port, or the workload's service port when Inbound
 	Proto       uint8
@@ -31,10 +35,16 @@ type Interval struct {
 type aggKey struct {
 	workload WorkloadID
 	inbound  bool
+	folded   bool
 	name     string
+	ip       netip.Addr // for a destination known only by address
 	port     uint16
 	proto    uint8
 }
+
+// FoldedDestination names the record of the destinations summed past
+// Config.MaxIntervalDestinations.
+const FoldedDestination = "other"
 
 // Destination returns the name the interval's destination is known by: its
 // DNS, SNI or Host name, else its IP.
@@ -66,11 +76,21 @@ func (t *Table) rollup(f *Flow) {
 		k.port = f.LocalPort
 	}
 	if k.name == "" && f.Outbound {
-		// Keyed by IP; the string is built only once per flow per
-		// interval, never per packet.
-		k.name = f.Remote().String()
+		k.ip = f.Remote()
 	}
 	iv := t.agg[k]
+	if iv == nil && f.Outbound && t.cfg.MaxIntervalDestinations > 0 {
+		if t.aggDests[f.Workload] >= t.cfg.MaxIntervalDestinations {
+			t.stats.FoldedDestinations++
+			k = aggKey{workload: f.Workload, folded: true}
+			if iv = t.agg[k]; iv == nil {
+				iv = &Interval{Workload: f.Workload, Name: FoldedDestination, Folded: true}
+				t.agg[k] = iv
+			}
+		} else {
+			t.aggDests[f.Workload]++
+		}
+	}
 	if iv == nil {
 		iv = &Interval{Workload: f.Workload, Inbound: !f.Outbound, Port: k.port, Proto: f.Protocol()}
 		if f.Outbound {
@@ -78,7 +98,7 @@ func (t *Table) rollup(f *Flow) {
 		}
 		t.agg[k] = iv
 	}
-	if f.Outbound {
+	if f.Outbound && !k.folded {
 		iv.IP = f.Remote()
 	}
 	iv.BytesOut += d.bytesOut
@@ -111,6 +131,7 @@ func (t *Table) Flush(now time.Time) []Interval {
 		out = append(out, *iv)
 	}
 	clear(t.agg)
+	clear(t.aggDests)
 	t.start = now
 	slices.SortFunc(out, func(a, b Interval) int {
 		return cmp.Or(

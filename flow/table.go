@@ -24,6 +24,12 @@ type Config struct {
 	DNSGrace        time.Duration // how long past its TTL a DNS answer still names an address
 	MaxDNSNames     int           // per workload
 	MaxHelloBytes   int           // bound on a TLS ClientHello reassembled across segments
+	// MaxIntervalDestinations bounds the egress destinations of one
+	// workload that get a record of their own per interval; the rest are
+	// summed into one record with destination FoldedDestination. 0: no
+	// bound. It keeps a scan of a million addresses from making a million
+	// records (and volume accounts) per interval.
+	MaxIntervalDestinations int
 }
 
 // DefaultConfig returns the defaults documented in docs/configuration.md.
@@ -40,6 +46,8 @@ func DefaultConfig() Config {
 		DNSGrace:        5 * time.Minute,
 		MaxDNSNames:     16384,
 		MaxHelloBytes:   16384,
+
+		MaxIntervalDestinations: 4096,
 	}
 }
 
@@ -58,6 +66,8 @@ func (c Config) Validate() error {
 		return errors.New("flow: max DNS names must be at least 1")
 	case c.MaxHelloBytes < 512 || c.MaxHelloBytes > 65536:
 		return fmt.Errorf("flow: max hello bytes %d: must be between 512 and 65536", c.MaxHelloBytes)
+	case c.MaxIntervalDestinations < 0:
+		return fmt.Errorf("flow: max interval destinations %d: must not be negative", c.MaxIntervalDestinations)
 	}
 	return nil
 }
@@ -138,16 +148,22 @@ type Stats struct {
 	// DNS query or response, and events dropped at the per-call bound.
 	DNSEventsSkipped uint64
 	DNSEventsDropped uint64
+	// FoldedDestinations counts destinations summed into a workload's
+	// FoldedDestination record of an interval (MaxIntervalDestinations).
+	FoldedDestinations uint64
 }
 
 // Table tracks flows. It is not safe for concurrent use.
 type Table struct {
-	cfg    Config
-	index  map[Key]int32
-	slab   slab
-	free   []int32
-	clock  int // eviction hand over slab
-	settle []settleEntry
+	cfg   Config
+	index map[Key]int32
+	// The flow of the last Update, while it exists (lastIdx -1: none).
+	lastKey Key
+	lastIdx int32
+	slab    slab
+	free    []int32
+	clock   int // eviction hand over slab
+	settle  []settleEntry
 	// settleHead is where the settle queue's unsettled entries start:
 	// SettleDue runs per packet, and moving the rest of a scan's queue
 	// down on every call made each packet cost the whole queue.
@@ -155,7 +171,8 @@ type Table struct {
 	dns        map[WorkloadID]*dnsView
 	conns      []Connection
 	agg        map[aggKey]*Interval
-	start      time.Time // start of the current interval
+	aggDests   map[WorkloadID]int // egress destinations in agg, per workload
+	start      time.Time          // start of the current interval
 	stats      Stats
 	parser     dissect.DNSParser
 
@@ -175,10 +192,12 @@ func NewTable(cfg Config) *Table {
 		panic(err)
 	}
 	return &Table{
-		cfg:   cfg,
-		index: make(map[Key]int32),
-		dns:   make(map[WorkloadID]*dnsView),
-		agg:   make(map[aggKey]*Interval),
+		cfg:      cfg,
+		index:    make(map[Key]int32),
+		lastIdx:  -1,
+		dns:      make(map[WorkloadID]*dnsView),
+		agg:      make(map[aggKey]*Interval),
+		aggDests: make(map[WorkloadID]int),
 	}
 }
 
@@ -209,9 +228,17 @@ func (t *Table) Update(p *capture.Packet, wl WorkloadID, fromWorkload bool) {
 		k.LocalAddr, k.RemoteAddr, k.LocalPort, k.RemotePort = p.Dst.As16(), p.Src.As16(), p.DstPort, p.SrcPort
 	}
 	now := p.Time.UnixNano()
-	idx, ok := t.index[k]
-	if !ok {
-		idx = t.create(k, p, fromWorkload, now)
+	var idx int32
+	if t.lastIdx >= 0 && k == t.lastKey {
+		// Packets come in runs of one flow (a burst, a request and its
+		// answer): a compare of the key is cheaper than hashing it.
+		idx = t.lastIdx
+	} else {
+		var ok bool
+		if idx, ok = t.index[k]; !ok {
+			idx = t.create(k, p, fromWorkload, now)
+		}
+		t.lastKey, t.lastIdx = k, idx
 	}
 	f := t.slab.at(idx)
 	f.Last = now
@@ -601,6 +628,9 @@ func (t *Table) remove(idx int32, now int64) {
 	}
 	t.rollup(f)
 	delete(t.index, f.Key)
+	if idx == t.lastIdx {
+		t.lastIdx = -1
+	}
 	gen := f.gen
 	*f = Flow{gen: gen}
 	t.free = append(t.free, idx)

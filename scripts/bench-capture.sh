@@ -8,6 +8,7 @@
 #   BENCH_REPS=3       repetitions (median, min and max are reported)
 #   BENCH_QUICK=1      a smoke run of about a minute: 1 s loads, 1 repetition
 #   BENCH_CAPTURERS, BENCH_LOADS   comma-separated subsets
+#   BENCH_PROFILE_DIR=DIR          a CPU profile of every egresswatch run written there
 #   BENCH_DOCS=        empty: print the table instead of writing the docs
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -3,7 +3,9 @@ package main
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -117,7 +119,7 @@ func loadRunConfig(cmd *cobra.Command, file string, env func(string) (string, bo
 }
 
 func newRunCommand(g *globals) *cobra.Command {
-	var file string
+	var file, profile, memProfile string
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Run the node agent: capture every container's veth, learn, detect, store",
@@ -144,11 +146,54 @@ variables (--learning-period is EGRESSWATCH_LEARNING_PERIOD), then flags.`,
 			if err != nil {
 				return err
 			}
+			if profile != "" {
+				stop, err := startCPUProfile(profile)
+				if err != nil {
+					return err
+				}
+				defer stop()
+			}
+			if memProfile != "" {
+				defer writeHeapProfile(log, memProfile)
+			}
 			return a.Run(cmd.Context())
 		},
 	}
 	cmd.Flags().StringVar(&file, "config", "", "YAML config file (unknown keys are an error)")
+	cmd.Flags().StringVar(&profile, "cpu-profile", "", "write a pprof CPU profile of the agent to this file until it stops")
+	cmd.Flags().StringVar(&memProfile, "mem-profile", "", "write a pprof heap profile of the agent to this file when it stops")
 	def := agent.DefaultConfig()
 	bindRunFlags(cmd.Flags(), &def)
 	return cmd
+}
+
+// startCPUProfile profiles the process into path until stop is called.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		_ = f.Close()
+	}, nil
+}
+
+// writeHeapProfile writes the heap profile (live objects as of the last
+// collection) to path; a failure is logged, the agent's own result stands.
+func writeHeapProfile(log *slog.Logger, path string) {
+	f, err := os.Create(path)
+	if err == nil {
+		err = pprof.Lookup("heap").WriteTo(f, 0)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		log.Error("heap profile not written", "path", path, "err", err)
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"text/tabwriter"
 	"time"
 
@@ -87,7 +88,14 @@ func printStatus(g *globals, st agent.Status) error {
 	fmt.Fprintln(tw)
 	fmt.Fprintln(tw, "INTERFACE\tWORKLOAD\tPACKETS\tBYTES\tKERNEL DROPS\tQUEUE DROPS")
 	for _, i := range st.Interfaces {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\n", i.Name, i.Workload, i.Packets, i.Bytes, i.KernelDrops, i.QueueDrops)
+		drops := strconv.FormatUint(i.KernelDrops, 10)
+		if st.SharedRing != nil {
+			drops = "-" // counted for all interfaces together, below
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%d\n", i.Name, i.Workload, i.Packets, i.Bytes, drops, i.QueueDrops)
+	}
+	if r := st.SharedRing; r != nil {
+		fmt.Fprintf(tw, "(shared ring)\t\t\t\t%d\t\n", r.KernelDrops)
 	}
 	return tw.Flush()
 }

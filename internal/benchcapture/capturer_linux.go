@@ -69,11 +69,17 @@ func Capturers() []Capturer {
 // the defaults, for measuring the tuning (bench-capture -capturers). Each
 // value is YAML under the capture key.
 var egresswatchVariants = map[string]string{
-	"egresswatch-ring2m":       "block_size: 262144\nblocks: 8", // the defaults before the 50-container memory target
+	// A ring and a reader per veth, as before the shared ring.
+	"egresswatch-per-interface":        "mode: per_interface",
+	"egresswatch-per-interface-ring2m": "mode: per_interface\nblock_size: 262144\nblocks: 8",
+	// Batches queued to the engine's goroutine instead of run inline.
+	"egresswatch-queue":               "handoff: queue",
+	"egresswatch-per-interface-queue": "mode: per_interface\nhandoff: queue",
+	// The shared ring's size (default 8 × 256 KiB).
+	"egresswatch-ring8m":       "block_size: 1048576\nblocks: 8",
+	"egresswatch-ring4m":       "block_size: 524288\nblocks: 8",
 	"egresswatch-ring1m":       "block_size: 131072\nblocks: 8",
-	"egresswatch-ring512k":     "block_size: 131072\nblocks: 4",
-	"egresswatch-ring256k":     "block_size: 65536\nblocks: 4",
-	"egresswatch-ring128k":     "block_size: 32768\nblocks: 4",
+	"egresswatch-ring512k":     "block_size: 65536\nblocks: 8",
 	"egresswatch-timeout10ms":  "block_timeout: 10ms",
 	"egresswatch-timeout200ms": "block_timeout: 200ms",
 	"egresswatch-snap65535":    "snap_length: 65535",
@@ -323,7 +329,12 @@ func startEgresswatch(ctx context.Context, t *Topology, env CaptureEnv, extra st
 	if err := os.WriteFile(conf, []byte(yaml), 0o600); err != nil {
 		return nil, fmt.Errorf("egresswatch config: %w", err)
 	}
-	cmd, stderr, err := startInNode(t, io.Discard, env.Egresswatch, "run", "--config", conf)
+	args := []string{env.Egresswatch, "run", "--config", conf}
+	if dir := os.Getenv("BENCH_PROFILE_DIR"); dir != "" {
+		// One CPU profile per run, for finding where the agent's time goes.
+		args = append(args, "--cpu-profile", filepath.Join(dir, fmt.Sprintf("egresswatch-%s.pprof", filepath.Base(env.Dir))))
+	}
+	cmd, stderr, err := startInNode(t, io.Discard, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -348,6 +359,11 @@ func startEgresswatch(ctx context.Context, t *Topology, env CaptureEnv, extra st
 		lbl := `{interface="` + t.HostVeth + `"}`
 		captured, ok := metricValue(m, "egresswatch_capture_packets_total"+lbl)
 		kdrops, kok := metricValue(m, "egresswatch_capture_kernel_drops_total"+lbl)
+		if !kok {
+			// The shared ring (the default) counts its drops for all
+			// interfaces together: here there is one.
+			kdrops, kok = metricValue(m, `egresswatch_capture_kernel_drops_total{interface="all"}`)
+		}
 		qdrops, qok := metricValue(m, "egresswatch_capture_queue_drops_total"+lbl)
 		if !ok || !kok || !qok {
 			return Counts{}, fmt.Errorf("egresswatch metrics: %w: no capture counters for %s", ErrMalformed, t.HostVeth)

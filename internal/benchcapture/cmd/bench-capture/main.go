@@ -36,7 +36,7 @@ func run() error {
 		settle    = flag.Duration("settle", 500*time.Millisecond, "wait after each load for capturers to drain")
 		reps      = flag.Int("reps", 3, "repetitions")
 		loads     = flag.String("loads", "tcp-bulk,udp-small,tcp-connections,many-destinations", "loads to run, comma-separated")
-		capturers = flag.String("capturers", "no capture,tcpdump,pmacctd,tshark,egresswatch", "capturers to run, comma-separated")
+		capturers = flag.String("capturers", "no capture,tcpdump,pmacctd,tshark,egresswatch,egresswatch-per-interface-queue", "capturers to run, comma-separated")
 		udpRate   = flag.Int("udp-rate", 0, "datagrams per second of the UDP loads; 0: as fast as possible")
 		snap      = flag.Int("snaplen", 2048, "snap length given to every capturer")
 		ew        = flag.String("egresswatch", "bin/egresswatch", "egresswatch binary")
