@@ -242,6 +242,7 @@ type loop struct {
 	lastSave    time.Time
 	lastPrune   time.Time
 	lastHealth  time.Time
+	lastPublish time.Time
 }
 
 func (l *loop) run(ctx context.Context) error {
@@ -312,11 +313,7 @@ func (l *loop) tick(now time.Time) {
 		l.attrVersion = v
 		l.ifaces.resolveAll(now, l.eng.Packet)
 	}
-	counters := l.a.feed.Counters()
-	var drops uint64
-	for _, c := range counters {
-		drops += c.kernelDrops + c.queueDrops
-	}
+	drops := l.a.feed.Drops()
 	if drops > l.drops {
 		// Anomalies of this window rest on partial evidence: they say so.
 		l.eng.CaptureDropping()
@@ -335,7 +332,17 @@ func (l *loop) tick(now time.Time) {
 			l.a.log.Error("save baselines", "err", err)
 		}
 	}
+	// The per-interface counters, the status and the metrics' snapshot
+	// are rebuilt once a second, not on every tick: with hundreds of
+	// veths they are most of what a quiet agent allocates.
+	var counters []interfaceCounters
+	if now.Sub(l.lastPublish) >= publishEvery {
+		counters = l.a.feed.Counters()
+	}
 	if l.a.influx != nil && now.Sub(l.lastHealth) >= l.a.cfg.Flows.Interval.D() {
+		if counters == nil {
+			counters = l.a.feed.Counters()
+		}
 		l.lastHealth = now
 		l.writeHealth(now, counters)
 	}
@@ -345,8 +352,14 @@ func (l *loop) tick(now time.Time) {
 			l.a.log.Error("prune store", "err", err)
 		}
 	}
-	l.publish(now, counters)
+	if now.Sub(l.lastPublish) >= publishEvery {
+		l.publish(now, counters)
+	}
 }
+
+// publishEvery is how often the status and the metrics' snapshot of the
+// engine are rebuilt.
+const publishEvery = time.Second
 
 // shutdown drains what capture already queued, then ends the open interval
 // and saves the baselines.
@@ -427,6 +440,7 @@ func (l *loop) writeHealth(now time.Time, counters []interfaceCounters) {
 }
 
 func (l *loop) publish(now time.Time, counters []interfaceCounters) {
+	l.lastPublish = now
 	s := l.eng.Summary()
 	snap := &engineSnapshot{
 		flowsActive: s.Flow.Active, flowsCreated: s.Flow.Created, flowsEvicted: s.Flow.Evicted,

@@ -83,6 +83,10 @@ func (f *liveFeed) runningLinks() map[int]capture.Link {
 	return out
 }
 
+// Drops returns the packets capture lost so far, in the kernel and for a
+// full queue, on every interface; cheap enough for every tick.
+func (f *liveFeed) Drops() uint64 { return f.lc.Drops() }
+
 // Counters reads every interface's counters; safe for concurrent use.
 func (f *liveFeed) Counters() []interfaceCounters {
 	stats := f.lc.Stats()

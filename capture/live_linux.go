@@ -351,6 +351,42 @@ func readRing(ctx context.Context, a *AFPacket, drainFor time.Duration,
 	}
 }
 
+// Drops returns the frames lost so far on every interface, running or
+// stopped (as far as Stats retains them): dropped by the kernel for a full
+// ring, and for a full channel. It allocates nothing, for callers that
+// poll it often. Safe for concurrent use.
+func (lc *LiveCapture) Drops() uint64 {
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
+	var n uint64
+	add := func(c *ifaceCounters) {
+		n += c.userDrops.Load()
+		if a := c.ring.Load(); a != nil && c.running {
+			if k, err := a.Stats(); err == nil {
+				n += k.Drops
+				return
+			}
+		}
+		n += c.kernel.Drops
+	}
+	for _, c := range lc.ifaces {
+		add(c)
+	}
+	for _, c := range lc.stopped {
+		add(c)
+	}
+	if sr := lc.shared; sr != nil {
+		k := sr.kernel
+		if lc.running {
+			if st, err := sr.ring.Stats(); err == nil {
+				k = st
+			}
+		}
+		n += k.Drops
+	}
+	return n
+}
+
 // Stats returns the counters of every running interface and of the last
 // stopped ones (see LiveConfig.RetainStopped), running ones first, each
 // group by ifindex. Safe for concurrent use.

@@ -38,3 +38,6 @@ type RingStats struct {
 
 // SharedRing reports no ring outside Linux.
 func (lc *LiveCapture) SharedRing() (RingStats, bool) { return RingStats{}, false }
+
+// Drops reports none outside Linux.
+func (lc *LiveCapture) Drops() uint64 { return 0 }

@@ -18,7 +18,8 @@ import (
 
 // stormFrames builds n short TCP connections from client to dst:port (SYN,
 // SYN-ACK, ACK, a 100-byte request, its 200-byte answer, FIN, FIN, ACK),
-// 200 µs apart: the connection-storm load of the capture benchmark.
+// four at a time, a frame every 25 µs: the connection-storm load of the
+// capture benchmark.
 func stormFrames(b *testing.B, n int, client, dst netip.Addr, port uint16) []frame {
 	b.Helper()
 	var out []frame
@@ -36,7 +37,23 @@ func stormFrames(b *testing.B, n int, client, dst netip.Addr, port uint16) []fra
 		data := append([]byte(nil), buf.Bytes()...)
 		out = append(out, frame{data: data, ci: gopacket.CaptureInfo{Timestamp: at, Length: len(data), CaptureLength: len(data)}, link: layers.LinkTypeEthernet})
 	}
+	// Four connections at a time, their packets interleaved, as the
+	// benchmark's four connecting goroutines send them.
+	conns := make([][]frame, 0, 4)
+	flush := func() {
+		for j := 0; len(conns) > 0; j++ {
+			live := conns[:0]
+			for _, c := range conns {
+				if j < len(c) {
+					out = append(out, c[j])
+					live = append(live, c)
+				}
+			}
+			conns = live
+		}
+	}
 	for i := range n {
+		start := len(out)
 		sp, dp := layers.TCPPort(20000+i%40000), layers.TCPPort(port)
 		o := func(f func(*layers.TCP), payload []byte) {
 			tc := &layers.TCP{SrcPort: sp, DstPort: dp, Seq: 1000, Ack: 9000, Window: 65535, ACK: true}
@@ -57,6 +74,18 @@ func stormFrames(b *testing.B, n int, client, dst netip.Addr, port uint16) []fra
 		o(func(tc *layers.TCP) { tc.FIN = true }, nil)
 		in(func(tc *layers.TCP) { tc.FIN = true }, nil)
 		o(none, nil)
+		conns = append(conns, append([]frame(nil), out[start:]...))
+		out = out[:start]
+		if len(conns) == 4 {
+			flush()
+		}
+	}
+	flush()
+	// Timestamps in the order the frames now come.
+	at = churnStart
+	for i := range out {
+		at = at.Add(25 * time.Microsecond)
+		out[i].ci.Timestamp = at
 	}
 	return out
 }

@@ -157,13 +157,13 @@ type Stats struct {
 type Table struct {
 	cfg   Config
 	index map[Key]int32
-	// The flow of the last Update, while it exists (lastIdx -1: none).
-	lastKey Key
-	lastIdx int32
-	slab    slab
-	free    []int32
-	clock   int // eviction hand over slab
-	settle  []settleEntry
+	// The flows of recent Updates, by a cheap hash of their ports: a
+	// direct-mapped cache in front of index (idx -1: empty).
+	recent [recentFlows]recentFlow
+	slab   slab
+	free   []int32
+	clock  int // eviction hand over slab
+	settle []settleEntry
 	// settleHead is where the settle queue's unsettled entries start:
 	// SettleDue runs per packet, and moving the rest of a scan's queue
 	// down on every call made each packet cost the whole queue.
@@ -191,14 +191,31 @@ func NewTable(cfg Config) *Table {
 	if err := cfg.Validate(); err != nil {
 		panic(err)
 	}
-	return &Table{
+	t := &Table{
 		cfg:      cfg,
 		index:    make(map[Key]int32),
-		lastIdx:  -1,
 		dns:      make(map[WorkloadID]*dnsView),
 		agg:      make(map[aggKey]*Interval),
 		aggDests: make(map[WorkloadID]int),
 	}
+	for i := range t.recent {
+		t.recent[i].idx = -1
+	}
+	return t
+}
+
+// recentFlows is the size of Table.recent: a power of two.
+const recentFlows = 16
+
+type recentFlow struct {
+	key Key
+	idx int32
+}
+
+// recentSlot picks k's entry in Table.recent: the connections of one
+// workload differ in their ports.
+func recentSlot(k *Key) int {
+	return int((uint32(k.LocalPort) ^ uint32(k.RemotePort)*7 ^ uint32(k.Workload)*13) & (recentFlows - 1))
 }
 
 // Stats returns the running counters.
@@ -229,16 +246,18 @@ func (t *Table) Update(p *capture.Packet, wl WorkloadID, fromWorkload bool) {
 	}
 	now := p.Time.UnixNano()
 	var idx int32
-	if t.lastIdx >= 0 && k == t.lastKey {
-		// Packets come in runs of one flow (a burst, a request and its
-		// answer): a compare of the key is cheaper than hashing it.
-		idx = t.lastIdx
+	slot := &t.recent[recentSlot(&k)]
+	if slot.idx >= 0 && k == slot.key {
+		// Packets come in runs of a few flows (a burst, a request and
+		// its answer, a handful of connections at once): a compare of the
+		// key is cheaper than hashing it and probing the index.
+		idx = slot.idx
 	} else {
 		var ok bool
 		if idx, ok = t.index[k]; !ok {
 			idx = t.create(k, p, fromWorkload, now)
 		}
-		t.lastKey, t.lastIdx = k, idx
+		slot.key, slot.idx = k, idx
 	}
 	f := t.slab.at(idx)
 	f.Last = now
@@ -628,8 +647,8 @@ func (t *Table) remove(idx int32, now int64) {
 	}
 	t.rollup(f)
 	delete(t.index, f.Key)
-	if idx == t.lastIdx {
-		t.lastIdx = -1
+	if slot := &t.recent[recentSlot(&f.Key)]; slot.idx == idx {
+		slot.idx = -1
 	}
 	gen := f.gen
 	*f = Flow{gen: gen}
