@@ -514,6 +514,9 @@ func TestLiveCaptureSlowConsumer(t *testing.T) {
 				t.Errorf("inconsistent counters: %+v", st)
 			}
 			t.Logf("delivered %d, dropped %d in %d batches, kernel %+v", st.Delivered, st.UserDrops, st.DroppedBatches, st.Kernel)
+			if d := h.lc.Drops(); d < st.UserDrops+st.Kernel.Drops {
+				t.Errorf("Drops() = %d, want at least the %d user and %d kernel drops of the interface", d, st.UserDrops, st.Kernel.Drops)
+			}
 			break
 		}
 		if time.Now().After(deadline) {
@@ -618,6 +621,64 @@ func TestLiveCaptureSharedUnselective(t *testing.T) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("shared ring %+v (ok %v): want selecting false and the unwatched veth's frames counted", rs, ok)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestLiveCaptureSharedDrops: a shared ring whose consumer is too slow
+// loses frames in the kernel; Drops and SharedRing count them, and the
+// interface's own counters say what was read and delivered.
+func TestLiveCaptureSharedDrops(t *testing.T) {
+	netnstest.RequireRoot(t)
+	defer goleak.VerifyNone(t)
+	prefix := netnstest.Name("ewd")[:8]
+	c := &container{ns: netnstest.NewNetNS(t)}
+	c.v4, c.v6 = netnstest.Subnets()
+	c.veth = netnstest.NewVethPair(t, prefix+"a", c.ns, "eth0", c.v4, c.v6)
+	lc, err := NewLiveCapture(LiveConfig{
+		Discovery: DiscoveryConfig{Include: []string{prefix + "*"}},
+		Ring:      AFPacketConfig{BlockSize: 1 << 12, NumBlocks: 2, BlockTimeout: 2 * time.Millisecond, PollTimeout: 20 * time.Millisecond},
+		Shared:    true,
+		// Engine work slower than the sender: the two-page ring fills.
+		Consume: func(*Batch) { time.Sleep(20 * time.Millisecond) },
+	}, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	runErr := make(chan error, 1)
+	go func() { runErr <- lc.Run(ctx, nil) }()
+	defer func() {
+		cancel()
+		if err := <-runErr; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		if st := lc.Stats(); len(st) == 1 && st[0].Running {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("veth not captured")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	floodUDP(t, c.ns, c.v4.Host.Addr(), c.v4.Peer.Addr(), 3000, 100)
+	deadline = time.Now().Add(3 * time.Second)
+	for {
+		rs, _ := lc.SharedRing()
+		st := lc.Stats()[0]
+		if rs.Kernel.Drops > 0 && st.Delivered > 0 {
+			if d := lc.Drops(); d < rs.Kernel.Drops || st.UserDrops != 0 || st.Kernel.Drops != 0 {
+				t.Errorf("Drops() %d, ring %+v, interface %+v", d, rs, st)
+			}
+			t.Logf("ring %+v; interface read %d, delivered %d", rs.Kernel, st.Frames, st.Delivered)
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no kernel drops counted: ring %+v, interface %+v", rs, st)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
