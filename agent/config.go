@@ -87,10 +87,12 @@ const (
 )
 
 // Ring sizes by capture mode when block_size and blocks are 0. The shared
-// ring serves every container: 2 MiB in all (docs/benchmarks.md). A ring
-// per veth is 256 KiB, so that 50 containers cost 12.5 MiB.
+// ring serves every container: 8 MiB in all, what a scan of a quarter of a
+// million destinations needed to lose nothing while the collector works
+// (docs/benchmarks.md). A ring per veth is 256 KiB, so that 50 containers
+// cost 12.5 MiB.
 const (
-	sharedBlockSize       = 1 << 18
+	sharedBlockSize       = 1 << 20
 	sharedBlocks          = 8
 	perInterfaceBlockSize = 1 << 15
 	perInterfaceBlocks    = 8

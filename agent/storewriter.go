@@ -189,10 +189,14 @@ func foldDestinations(recs []engine.IntervalRecord, top int) ([]engine.IntervalR
 		id  workload.Identity
 		end int64
 	}
+	// A record the engine already folded (flows.max_interval_destinations)
+	// is never ranked: it joins the group's "other" record if there is
+	// one, so that a group has one at most.
+	engineFolded := func(r *engine.IntervalRecord) bool { return r.NameSource == engine.NameSourceFolded }
 	count := make(map[group]int)
 	over := false
 	for i := range recs {
-		if r := &recs[i]; !r.Inbound {
+		if r := &recs[i]; !r.Inbound && !engineFolded(r) {
 			g := group{r.Workload, r.End.UnixNano()}
 			count[g]++
 			over = over || count[g] > top
@@ -203,17 +207,22 @@ func foldDestinations(recs []engine.IntervalRecord, top int) ([]engine.IntervalR
 	}
 	members := make(map[group][]int)
 	first := make(map[group]int) // where the group's first record is
+	folded := make([]bool, len(recs))
 	for i := range recs {
 		if r := &recs[i]; !r.Inbound {
 			if g := (group{r.Workload, r.End.UnixNano()}); count[g] > top {
 				if _, ok := members[g]; !ok {
 					first[g] = i
+					members[g] = nil
+				}
+				if engineFolded(r) {
+					folded[i] = true
+					continue
 				}
 				members[g] = append(members[g], i)
 			}
 		}
 	}
-	folded := make([]bool, len(recs))
 	others := make([]group, 0, len(members))
 	for g, idx := range members {
 		slices.SortFunc(idx, func(a, b int) int {

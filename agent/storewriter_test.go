@@ -60,6 +60,28 @@ func TestFoldDestinations(t *testing.T) {
 			wantOther:  []uint64{18},
 		},
 		{
+			name: "the engine's own other record joins the fold, never ranked",
+			recs: []engine.IntervalRecord{
+				{Start: ivEnd.Add(-10 * time.Second), End: ivEnd, Node: "n", Workload: web, Destination: DestinationOther,
+					NameSource: engine.NameSourceFolded, BytesOut: 1000, PacketsOut: 9, Connections: 9},
+				egress(web, "a", 1, 1, 5), egress(web, "a", 2, 2, 50), egress(web, "a", 3, 3, 7),
+			},
+			top:        2,
+			wantDest:   []string{"198.51.100.2", "198.51.100.3", DestinationOther},
+			wantFolded: 2,
+			wantOther:  []uint64{1005},
+		},
+		{
+			name: "the engine's own other record within the limit: kept as it is",
+			recs: []engine.IntervalRecord{
+				{End: ivEnd, Workload: web, Destination: DestinationOther, NameSource: engine.NameSourceFolded, BytesOut: 1000},
+				egress(web, "a", 1, 1, 5),
+			},
+			top:       1,
+			wantDest:  []string{DestinationOther, "198.51.100.1"},
+			wantOther: []uint64{1000},
+		},
+		{
 			name: "equal bytes: the earlier record is kept",
 			recs: []engine.IntervalRecord{
 				egress(web, "a", 1, 1, 9), egress(web, "a", 2, 2, 9), egress(web, "b", 3, 3, 9),
@@ -104,7 +126,7 @@ func TestFoldDestinations(t *testing.T) {
 		})
 	}
 	// Records of two pods folded together name no pod.
-	got, _ := foldDestinations(tests[2].recs, 1)
+	got, _ := foldDestinations(tests[4].recs, 1)
 	if o := got[len(got)-1]; o.Container != (workload.Container{}) {
 		t.Errorf("other record of two pods names container %+v", o.Container)
 	}

@@ -75,11 +75,10 @@ var egresswatchVariants = map[string]string{
 	// Batches queued to the engine's goroutine instead of run inline.
 	"egresswatch-queue":               "handoff: queue",
 	"egresswatch-per-interface-queue": "mode: per_interface\nhandoff: queue",
-	// The shared ring's size (default 8 × 256 KiB).
-	"egresswatch-ring8m":       "block_size: 1048576\nblocks: 8",
+	// The shared ring's size (default 8 × 1 MiB).
 	"egresswatch-ring4m":       "block_size: 524288\nblocks: 8",
+	"egresswatch-ring2m":       "block_size: 262144\nblocks: 8",
 	"egresswatch-ring1m":       "block_size: 131072\nblocks: 8",
-	"egresswatch-ring512k":     "block_size: 65536\nblocks: 8",
 	"egresswatch-timeout10ms":  "block_timeout: 10ms",
 	"egresswatch-timeout200ms": "block_timeout: 200ms",
 	"egresswatch-snap65535":    "snap_length: 65535",

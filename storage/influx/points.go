@@ -45,7 +45,8 @@ type flowSum struct {
 	ipBytes                                 uint64 // bytes out of the record ip came from
 	bytesOut, bytesIn, pktsOut, pktsIn, con uint64
 	dropping                                bool
-	folded                                  int // destinations summed into an "other" point
+	folded                                  int  // destinations summed into an "other" point
+	preFolded                               bool // the engine's own "other" record
 }
 
 func (f *flowSum) add(r *engine.IntervalRecord) {
@@ -86,24 +87,34 @@ func foldIntervals(recs []engine.IntervalRecord, top int) []flowSum {
 			inbound: r.Inbound, destination: r.Destination,
 			port: strconv.Itoa(int(r.Port)), prot: r.Protocol,
 		}
-		if r.Inbound {
+		folded := !r.Inbound && r.NameSource == engine.NameSourceFolded
+		switch {
+		case r.Inbound:
 			k.destination = DestinationInbound
-		} else if k.destination == "" {
+		case folded:
+			// Destinations the engine summed already
+			// (flows.max_interval_destinations): the "other" series.
+			k.destination, k.port, k.prot = DestinationOther, "", ""
+		case k.destination == "":
 			k.destination = r.IP
 		}
 		s := sums[k]
 		if s == nil {
-			s = &flowSum{key: k}
+			s = &flowSum{key: k, preFolded: folded}
 			sums[k] = s
 			order = append(order, s)
 		}
 		s.add(r)
+		if folded {
+			s.folded++
+		}
 	}
 	type group struct {
 		end               int64
 		node, ns, kind, n string
 	}
 	groups := make(map[group][]*flowSum)
+	pre := make(map[group]*flowSum) // the engine's "other" of each group
 	var out []flowSum
 	for _, s := range order {
 		if s.key.inbound {
@@ -111,12 +122,24 @@ func foldIntervals(recs []engine.IntervalRecord, top int) []flowSum {
 			continue
 		}
 		g := group{s.key.end, s.key.node, s.key.ns, s.key.kind, s.key.name}
+		if s.preFolded {
+			pre[g] = s
+			continue
+		}
 		groups[g] = append(groups[g], s)
 	}
-	for _, ss := range groups {
+	for g, p := range pre {
+		if _, ok := groups[g]; !ok {
+			out = append(out, *p)
+		}
+	}
+	for g, ss := range groups {
 		if len(ss) <= top {
 			for _, s := range ss {
 				out = append(out, *s)
+			}
+			if p := pre[g]; p != nil {
+				out = append(out, *p)
 			}
 			continue
 		}
@@ -131,6 +154,9 @@ func foldIntervals(recs []engine.IntervalRecord, top int) []flowSum {
 		}
 		other := flowSum{key: ss[top].key}
 		other.key.destination, other.key.port, other.key.prot = DestinationOther, "", ""
+		if p := pre[g]; p != nil {
+			other = *p
+		}
 		for _, s := range ss[top:] {
 			other.merge(s)
 		}

@@ -215,3 +215,34 @@ func TestBadPoints(t *testing.T) {
 		}
 	}
 }
+
+// TestFoldingEngineFolded: a record the engine already summed (destination
+// "other", name source folded) is the workload's "other" series, alone or
+// joined by what the sink folds; never a second one.
+func TestFoldingEngineFolded(t *testing.T) {
+	engineOther := rec(t0, "other", "", 0, 1000)
+	engineOther.Protocol, engineOther.NameSource = "", engine.NameSourceFolded
+	for _, n := range []int{2, 5} { // within the sink's top, and past it
+		recs := []engine.IntervalRecord{engineOther}
+		var total uint64 = 1000
+		for i := range n {
+			recs = append(recs, rec(t0, "", fmt.Sprintf("198.51.100.%d", i+1), 443, uint64(10*(i+1))))
+			total += uint64(10 * (i + 1))
+		}
+		sums := foldIntervals(recs, 3)
+		var others int
+		var got uint64
+		for _, s := range sums {
+			got += s.bytesOut
+			if s.key.destination == DestinationOther {
+				others++
+				if s.key.port != "" || s.key.prot != "" {
+					t.Errorf("%d destinations: other series keyed %+v", n, s.key)
+				}
+			}
+		}
+		if others != 1 || got != total || len(sums) != min(n, 3)+1 {
+			t.Errorf("%d destinations: %d other series, %d of %d bytes, %d series: %+v", n, others, got, total, len(sums), sums)
+		}
+	}
+}
