@@ -124,7 +124,7 @@ func (s *syncBuffer) String() string {
 func startInNode(t *Topology, stdout io.Writer, argv ...string) (*exec.Cmd, *syncBuffer, error) {
 	// Not CommandContext: the capturer must get SIGINT, and print its
 	// counts, not SIGKILL.
-	cmd := exec.Command("ip", append([]string{"netns", "exec", t.NodeNS}, argv...)...) // #nosec G204 -- fixed tools
+	cmd := exec.Command("ip", append([]string{"netns", "exec", t.NodeNS}, argv...)...) // #nosec G204 G702 -- fixed tools; paths from the benchmark's own flags and environment
 	errBuf := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = stdout, errBuf
 	if err := cmd.Start(); err != nil {
