@@ -243,6 +243,7 @@ type loop struct {
 	lastPrune   time.Time
 	lastHealth  time.Time
 	lastPublish time.Time
+	lastFlush   time.Time // anomalies last handed on
 }
 
 func (l *loop) run(ctx context.Context) error {
@@ -294,6 +295,30 @@ func (l *loop) consume(b *capture.Batch) {
 			l.eng.Packet(&b.Packets[i])
 		}
 	}
+	if l.pending.waiting() {
+		// An anomaly found on the packet path goes out now rather than at
+		// the next tick, unless anomalies went out less than
+		// anomalyFlushGap ago: a flood of them is still handed on in
+		// batches.
+		if now := time.Now(); now.Sub(l.lastFlush) >= anomalyFlushGap {
+			l.flushAnomalies(now)
+		}
+	}
+}
+
+// anomalyFlushGap is the least time between two hand-overs of anomalies
+// found on the packet path.
+const anomalyFlushGap = 20 * time.Millisecond
+
+// flushAnomalies hands on the anomalies found since the last call.
+func (l *loop) flushAnomalies(now time.Time) {
+	if !l.pending.waiting() {
+		return
+	}
+	l.lastFlush = now
+	if err := l.pending.flush(); err != nil {
+		l.a.log.Error("write anomalies", "err", err)
+	}
 }
 
 func (l *loop) tick(now time.Time) {
@@ -323,9 +348,7 @@ func (l *loop) tick(now time.Time) {
 		l.share.adopt(now, l.eng)
 	}
 	l.eng.Advance(now)
-	if err := l.pending.flush(); err != nil {
-		l.a.log.Error("write anomalies", "err", err)
-	}
+	l.flushAnomalies(now)
 	if now.Sub(l.lastSave) >= time.Minute {
 		l.lastSave = now
 		if err := l.act.SaveProfiles(l.eng.Profiles()); err != nil {

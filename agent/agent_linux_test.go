@@ -50,6 +50,13 @@ func sendUDP(t testing.TB, ns *netnstest.NetNS, to netip.AddrPort, n int) {
 // learning is raised, stored and served.
 func TestAgentOnAVeth(t *testing.T) {
 	netnstest.RequireRoot(t)
+	// The defaults, then the other capture design: a ring per veth and
+	// batches queued to the engine's goroutine.
+	t.Run("shared ring, inline", func(t *testing.T) { testAgentOnAVeth(t, CaptureShared, HandoffInline) })
+	t.Run("ring per interface, queue", func(t *testing.T) { testAgentOnAVeth(t, CapturePerInterface, HandoffQueue) })
+}
+
+func testAgentOnAVeth(t *testing.T, mode, handoff string) {
 	ns := netnstest.NewNetNS(t)
 	v4, v6 := netnstest.Subnets()
 	veth := netnstest.NewVethPair(t, netnstest.Name("ewa"), ns, "eth0", v4, v6)
@@ -61,6 +68,7 @@ func TestAgentOnAVeth(t *testing.T) {
 	cfg.LogLevel = "debug"
 	cfg.Containerd.Socket = filepath.Join(t.TempDir(), "no-containerd.sock")
 	cfg.Capture.Include = []string{veth.HostName} // other tests' veths are not ours
+	cfg.Capture.Mode, cfg.Capture.Handoff = mode, handoff
 	cfg.Capture.HoldTimeout = Duration(300 * time.Millisecond)
 	cfg.Learning.Period = Duration(2 * time.Second)
 	cfg.Learning.StabilityWindow = 0
@@ -179,11 +187,12 @@ func TestAgentOnAVeth(t *testing.T) {
 	if len(st.Interfaces) != 1 || st.Interfaces[0].Workload != wl || st.Interfaces[0].Packets < 7 {
 		t.Errorf("status interfaces = %+v", st.Interfaces)
 	}
-	if r := st.SharedRing; r == nil || !r.Active {
-		t.Errorf("status shared ring = %+v, want the active shared ring of the default capture mode", r)
-	}
-	if !strings.Contains(metrics, `egresswatch_capture_kernel_drops_total{interface="all"} 0`) {
-		t.Errorf("metrics lack the shared ring's kernel drops")
+	// Kernel drops: the shared ring's under "all", else the veth's own.
+	ringDrops := `egresswatch_capture_kernel_drops_total{interface="all"} 0`
+	vethDrops := `egresswatch_capture_kernel_drops_total{interface="` + veth.HostName + `"} 0`
+	if shared := mode == CaptureShared; (st.SharedRing != nil && st.SharedRing.Active) != shared ||
+		strings.Contains(metrics, ringDrops) != shared || strings.Contains(metrics, vethDrops) == shared {
+		t.Errorf("mode %s: status shared ring %+v; kernel drop metrics:\n%s", mode, st.SharedRing, grep(metrics, "kernel_drops"))
 	}
 
 	cancel()

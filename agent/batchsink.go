@@ -13,7 +13,7 @@ import (
 const maxPendingAnomalies = 4096
 
 // anomalyBatcher sits between the engine and its sinks and hands the
-// anomalies found between two ticks on in one call. The engine finds them
+// anomalies found between two flushes on in one call. The engine finds them
 // on the packet path (a flow evicted by a scan is reported at once), and
 // each call costs the store a transaction with an fsync: passed one by
 // one, a scan of new destinations would hold the engine loop on the disk
@@ -34,7 +34,11 @@ func (b *anomalyBatcher) WriteAnomalies(as []detect.Anomaly) error {
 	return nil
 }
 
-// flush hands on what is pending; the engine loop calls it every tick.
+// waiting reports whether anomalies are pending.
+func (b *anomalyBatcher) waiting() bool { return len(b.pending) > 0 }
+
+// flush hands on what is pending; the engine loop calls it every tick,
+// and after a batch of packets that found some.
 func (b *anomalyBatcher) flush() error {
 	if len(b.pending) == 0 {
 		return nil
