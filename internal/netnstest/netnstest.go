@@ -19,6 +19,8 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -66,6 +68,7 @@ type NetNS struct {
 func NewNetNS(tb testing.TB) *NetNS {
 	tb.Helper()
 	RequireRoot(tb)
+	sweepOnce.Do(func() { sweepStale(tb) })
 	name := Name("ewt")
 	err := onThrowawayThread(func() error {
 		h, err := netns.NewNamed(name)
@@ -100,6 +103,36 @@ func NewNetNS(tb testing.TB) *NetNS {
 		tb.Fatalf("netns %s: loopback up: %v", name, err)
 	}
 	return ns
+}
+
+var sweepOnce sync.Once
+
+// sweepStale removes the namespaces ewt-<pid>-<n> of test processes that
+// are gone: a test binary that crashed or was killed ran no cleanup, and
+// its namespaces (with the veths whose peers they hold) would stay on the
+// machine. Namespaces of live processes, and any other name, are left.
+func sweepStale(tb testing.TB) {
+	entries, err := os.ReadDir("/run/netns")
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		rest, ok := strings.CutPrefix(e.Name(), "ewt-")
+		if !ok {
+			continue
+		}
+		pidText, _, ok := strings.Cut(rest, "-")
+		pid, err := strconv.Atoi(pidText)
+		if !ok || err != nil || pid <= 0 || pid == os.Getpid() {
+			continue
+		}
+		if err := unix.Kill(pid, 0); !errors.Is(err, unix.ESRCH) {
+			continue // alive, or not ours to judge
+		}
+		if err := netns.DeleteNamed(e.Name()); err == nil {
+			tb.Logf("removed network namespace %s left by test process %d, which is gone", e.Name(), pid)
+		}
+	}
 }
 
 // Handle returns the namespace's handle, valid until the test ends.

@@ -4,9 +4,11 @@ package netnstest
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -115,5 +117,40 @@ func TestVethPair(t *testing.T) {
 		if _, err := netlink.LinkByName(name); err == nil {
 			t.Errorf("veth %s left behind", name)
 		}
+	}
+}
+
+// TestSweepStale: a namespace left by a test process that is gone (here a
+// finished `true`) is removed with the veth whose peer it held; one of a
+// live process (this one) is kept.
+func TestSweepStale(t *testing.T) {
+	RequireRoot(t)
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	stale := fmt.Sprintf("ewt-%d-1", dead.Process.Pid)
+	host := Name("ews")
+	run := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v: %s", args, err, out)
+		}
+	}
+	run("netns", "add", stale)
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", stale).Run() })
+	run("link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", stale)
+	t.Cleanup(func() { _ = exec.Command("ip", "link", "del", host).Run() })
+	live := NewNetNS(t) // this process's: must stay
+
+	sweepStale(t)
+	if _, err := os.Stat("/run/netns/" + stale); !os.IsNotExist(err) {
+		t.Errorf("stale namespace %s still there (%v)", stale, err)
+	}
+	if _, err := net.InterfaceByName(host); err == nil {
+		t.Errorf("veth %s whose peer was in the stale namespace still there", host)
+	}
+	if _, err := os.Stat("/run/netns/" + live.Name); err != nil {
+		t.Errorf("live namespace %s removed: %v", live.Name, err)
 	}
 }
