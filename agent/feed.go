@@ -100,7 +100,7 @@ func (f *liveFeed) Counters() []interfaceCounters {
 		if !seen {
 			i = len(out)
 			byName[s.Link.Name] = i
-			out = append(out, interfaceCounters{name: s.Link.Name, index: s.Link.Index, decodeDrops: map[string]uint64{}})
+			out = append(out, interfaceCounters{name: s.Link.Name, index: s.Link.Index, ring: !f.shared, decodeDrops: map[string]uint64{}})
 		}
 		ic := &out[i]
 		if s.Running {
@@ -110,7 +110,6 @@ func (f *liveFeed) Counters() []interfaceCounters {
 		ic.packets += s.Frames
 		ic.bytes += s.Bytes
 		ic.kernelDrops += s.Kernel.Drops
-		ic.ring = !f.shared
 		ic.queueDrops += s.UserDrops
 		for _, r := range capture.AllReasons() {
 			if r != capture.ReasonOK && s.Reasons[r] > 0 {

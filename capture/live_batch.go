@@ -316,3 +316,16 @@ func (c *ifaceCounters) snapshot() InterfaceStats {
 	}
 	return s
 }
+
+// RingStats are the counters of a shared ring (LiveConfig.Shared).
+type RingStats struct {
+	// Kernel is the ring's kernel counters: its drops cannot be told
+	// apart by interface.
+	Kernel AFPacketStats
+	// Unwatched counts frames of interfaces not watched, read and dropped
+	// while the kernel filter could not select interfaces.
+	Unwatched uint64
+	// Selecting is false while the kernel filter keeps every interface.
+	Selecting bool
+	Running   bool
+}

@@ -28,14 +28,6 @@ func (lc *LiveCapture) Run(ctx context.Context, out chan<- *Batch) error {
 // Stats returns nothing outside Linux.
 func (lc *LiveCapture) Stats() []InterfaceStats { return nil }
 
-// RingStats are the counters of a shared ring (LiveConfig.Shared).
-type RingStats struct {
-	Kernel    AFPacketStats
-	Unwatched uint64
-	Selecting bool
-	Running   bool
-}
-
 // SharedRing reports no ring outside Linux.
 func (lc *LiveCapture) SharedRing() (RingStats, bool) { return RingStats{}, false }
 

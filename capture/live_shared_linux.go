@@ -26,10 +26,8 @@ type sharedRing struct {
 	// kernel holds the ring's final kernel counters once it is closed.
 	kernel AFPacketStats
 	// selecting is false while the filter keeps every interface because
-	// the watched ones do not fit in one program; Run's goroutine owns it,
-	// selectingNow mirrors it for SharedRing.
-	selecting    bool
-	selectingNow atomic.Bool
+	// the watched ones do not fit in one program.
+	selecting atomic.Bool
 }
 
 // runShared is Run with one ring for all interfaces.
@@ -46,8 +44,8 @@ func (lc *LiveCapture) runShared(ctx context.Context, out chan<- *Batch) error {
 	if err != nil {
 		return fmt.Errorf("capture: shared ring: %w", err)
 	}
-	sr := &sharedRing{ring: a, selecting: true}
-	sr.selectingNow.Store(true)
+	sr := &sharedRing{ring: a}
+	sr.selecting.Store(true)
 	sr.view.Store(&map[int]*ifaceCounters{})
 	lc.mu.Lock()
 	lc.shared = sr
@@ -179,9 +177,7 @@ func (lc *LiveCapture) sharedLink(sr *sharedRing, watched map[int]*ifaceCounters
 		lc.log.Error("capture filter not updated", "err", err)
 		return
 	}
-	if selecting != sr.selecting {
-		sr.selecting = selecting
-		sr.selectingNow.Store(selecting)
+	if sr.selecting.Swap(selecting) != selecting {
 		if !selecting {
 			lc.log.Warn("too many container interfaces for the kernel filter to select; unwatched interfaces are filtered after capture, at a higher cost",
 				"interfaces", len(indexes), "err", err)
@@ -274,19 +270,6 @@ func (lc *LiveCapture) readShared(ctx context.Context, sr *sharedRing, pool *bat
 	}, func() bool { return b.full() }, flush)
 }
 
-// RingStats are the counters of a shared ring (LiveConfig.Shared).
-type RingStats struct {
-	// Kernel is the ring's kernel counters: its drops cannot be told
-	// apart by interface.
-	Kernel AFPacketStats
-	// Unwatched counts frames of interfaces not watched, read and dropped
-	// while the kernel filter could not select interfaces.
-	Unwatched uint64
-	// Selecting is false while the kernel filter keeps every interface.
-	Selecting bool
-	Running   bool
-}
-
 // SharedRing returns the counters of the shared ring, and false when the
 // capture has no shared ring (not Shared, or not started). Safe for
 // concurrent use.
@@ -307,7 +290,7 @@ func (lc *LiveCapture) SharedRing() (RingStats, bool) {
 		}
 	}
 	st.Unwatched = sr.unwatched.Load()
-	st.Selecting = sr.selectingNow.Load()
+	st.Selecting = sr.selecting.Load()
 	return st, true
 }
 

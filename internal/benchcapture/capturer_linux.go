@@ -339,7 +339,7 @@ func startEgresswatch(ctx context.Context, t *Topology, env CaptureEnv, extra st
 	}
 	client := nodeClient(t)
 	ready := func() bool {
-		m, err := scrape(client)
+		m, err := scrape(client, egresswatchListen)
 		return err == nil && strings.Contains(m, `interface="`+t.HostVeth+`"`)
 	}
 	if err := waitUntil(ctx, cmd, "egresswatch", ready); err != nil {
@@ -347,7 +347,7 @@ func startEgresswatch(ctx context.Context, t *Topology, env CaptureEnv, extra st
 		return nil, fmt.Errorf("%w: %s", err, stderr)
 	}
 	return &Running{Pid: cmd.Process.Pid, stop: func() (Counts, error) {
-		m, serr := scrape(client)
+		m, serr := scrape(client, egresswatchListen)
 		werr := interrupt(cmd)
 		if serr != nil {
 			return Counts{}, fmt.Errorf("egresswatch metrics: %w (exit: %v): %s", serr, werr, stderr)
@@ -388,8 +388,8 @@ func nodeClient(t *Topology) *http.Client {
 	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: dial, DisableKeepAlives: true}}
 }
 
-func scrape(c *http.Client) (string, error) {
-	resp, err := c.Get("http://" + egresswatchListen + "/metrics")
+func scrape(c *http.Client, listen string) (string, error) {
+	resp, err := c.Get("http://" + listen + "/metrics")
 	if err != nil {
 		return "", err
 	}

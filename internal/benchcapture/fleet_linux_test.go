@@ -167,21 +167,10 @@ func TestAgentRSSFiftyContainers(t *testing.T) {
 	// Memory is read after the agent has ended an interval with these
 	// flows and written its records: a steady node does that every
 	// flows.interval (10 s), and the heap is at its largest then.
-	records := func() float64 {
-		resp, err := http.Get("http://" + listen + "/metrics")
-		if err != nil {
-			return 0
-		}
-		defer func() { _ = resp.Body.Close() }()
-		b, _ := io.ReadAll(resp.Body)
-		for line := range strings.Lines(string(b)) {
-			if v, ok := strings.CutPrefix(line, "egresswatch_storage_interval_records_total "); ok {
-				var f float64
-				_, _ = fmt.Sscan(strings.TrimSpace(v), &f)
-				return f
-			}
-		}
-		return 0
+	records := func() uint64 {
+		m, _ := scrape(http.DefaultClient, listen)
+		n, _ := metricValue(m, "egresswatch_storage_interval_records_total")
+		return n
 	}
 	deadline = time.Now().Add(30 * time.Second)
 	for records() < fleetContainers*fleetDestinations {
@@ -203,17 +192,13 @@ func TestAgentRSSFiftyContainers(t *testing.T) {
 	}
 	text := mappedFileKiB(smaps, ew)
 	mib := func(kib uint64) float64 { return float64(kib) / 1024 }
-	if resp, err := http.Get("http://" + listen + "/metrics"); err == nil {
-		b, _ := io.ReadAll(resp.Body)
-		_ = resp.Body.Close()
+	if m, err := scrape(http.DefaultClient, listen); err == nil {
 		// Where the agent's own memory goes, for the docs.
 		var parts []string
-		for line := range strings.Lines(string(b)) {
-			for _, m := range []string{"go_memstats_heap_inuse_bytes", "go_memstats_heap_idle_bytes", "go_memstats_heap_released_bytes",
-				"go_memstats_stack_inuse_bytes", "go_memstats_sys_bytes", "go_goroutines"} {
-				if strings.HasPrefix(line, m+" ") {
-					parts = append(parts, strings.TrimSpace(line))
-				}
+		for _, name := range []string{"go_memstats_heap_inuse_bytes", "go_memstats_heap_idle_bytes", "go_memstats_heap_released_bytes",
+			"go_memstats_stack_inuse_bytes", "go_memstats_sys_bytes", "go_goroutines"} {
+			if v, ok := metricValue(m, name); ok {
+				parts = append(parts, fmt.Sprintf("%s %d", name, v))
 			}
 		}
 		t.Logf("agent runtime: %s", strings.Join(parts, ", "))
