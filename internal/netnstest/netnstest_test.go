@@ -147,8 +147,18 @@ func TestSweepStale(t *testing.T) {
 	if _, err := os.Stat("/run/netns/" + stale); !os.IsNotExist(err) {
 		t.Errorf("stale namespace %s still there (%v)", stale, err)
 	}
-	if _, err := net.InterfaceByName(host); err == nil {
-		t.Errorf("veth %s whose peer was in the stale namespace still there", host)
+	// The kernel tears a namespace down, with the veths in it, after the
+	// last reference goes, on a work queue of its own.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, err := net.InterfaceByName(host); err != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("veth %s whose peer was in the stale namespace still there after 5 s", host)
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	if _, err := os.Stat("/run/netns/" + live.Name); err != nil {
 		t.Errorf("live namespace %s removed: %v", live.Name, err)
